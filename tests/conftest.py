@@ -32,3 +32,32 @@ def drive_root() -> Path:
     if not (path / "training" / "images").is_dir():
         pytest.skip(f"DRIVE not available: {DRIVE_ENV}={value} has no training/images folder")
     return path
+
+
+@pytest.fixture(autouse=True)
+def single_numba_thread(request):
+    """Run each test with one numba thread unless it asks for `parallel_threads`.
+
+    Gradient checks call kernels thousands of times on tiny arrays; a parallel
+    region there costs more in thread hand-off than it saves, and on a busy
+    2-core machine each hand-off can wait for a scheduler time slice.  Kernel
+    tests that must exercise the parallel code use the `parallel_threads` fixture.
+    """
+    import numba
+
+    if "parallel_threads" in request.fixturenames:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(previous)
+
+
+@pytest.fixture
+def parallel_threads():
+    """All of numba's threads (at least 2 where the machine has them)."""
+    import numba
+
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    return numba.get_num_threads()

@@ -1,0 +1,7 @@
+"""Hand-written optimisers (state keyed by dotted parameter names) and schedules."""
+
+from numpyseg.optim.adam import Adam
+from numpyseg.optim.schedulers import EarlyStopping, ReduceLROnPlateau
+from numpyseg.optim.sgd import SGD
+
+__all__ = ["Adam", "SGD", "ReduceLROnPlateau", "EarlyStopping"]

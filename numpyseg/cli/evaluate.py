@@ -1,0 +1,160 @@
+"""`numpyseg evaluate`: score a trained model on a dataset's test images.
+
+Protocol of the spec: each image is zero-padded (DRIVE to 592 x 592, STARE to
+704 x 704, others to a multiple of 8), predicted whole, and the probability map
+cropped back to the image's size; it is thresholded at --threshold (0.5) and
+scored per image -- Acc, Sen, Spe, F1, IoU, MCC against the label and ROC AUC on
+the probabilities -- over the whole image and inside the FOV mask.  The table
+shows the means over images.
+
+    numpyseg evaluate --weights runs/drive/best.npz --dataset drive --data-root ../shared/data/DRIVE
+    numpyseg evaluate --weights W --dataset drive --data-root R --per-image --json scores.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+HELP = "score a model on a dataset: Acc, Sen, Spe, F1, IoU, MCC, AUC (whole image and inside the FOV)"
+
+COLUMNS = (("accuracy", "Acc"), ("sensitivity", "Sen"), ("specificity", "Spe"), ("f1", "F1"),
+           ("iou", "IoU"), ("mcc", "MCC"), ("auc", "AUC"))
+REGIONS = (("whole", "whole image"), ("fov", "inside FOV"))
+
+
+def add_arguments(parser):
+    parser.add_argument("--weights", metavar="W",
+                        help="checkpoint (.npz) to evaluate (default: the shipped "
+                             "numpyseg/weights/sa_unetv2_drive.npz, when present)")
+    parser.add_argument("--dataset", choices=["drive", "stare", "chase", "folder", "synthetic"], default="drive",
+                        help="dataset to score on (default drive)")
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="the dataset folder (for folder: DIR[/SPLIT]/images, labels, optional masks)")
+    parser.add_argument("--images", metavar="DIR", help="--dataset folder: the images")
+    parser.add_argument("--labels", metavar="DIR", help="--dataset folder: the labels (matched by name)")
+    parser.add_argument("--masks", metavar="DIR", help="--dataset folder: FOV masks (default: derived)")
+    parser.add_argument("--split", default=None,
+                        help="split to score: test (default), training, or all (STARE: all)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="probability threshold for the binary scores (default 0.5)")
+    parser.add_argument("--per-image", action="store_true", help="also print one row per image")
+    parser.add_argument("--json", metavar="FILE", help="write every score (means and per image) as JSON")
+    parser.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--synthetic-count", type=int, default=8,
+                        help="--dataset synthetic: number of test images (default 8)")
+    parser.add_argument("--synthetic-size", type=int, default=128,
+                        help="--dataset synthetic: image side (default 128)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="--dataset synthetic: seed (the test split uses its own images)")
+
+
+def resolve_weights(weights) -> Path:
+    """--weights, or the shipped weights file; a one-line error if neither exists."""
+    from numpyseg.inference import SHIPPED_WEIGHTS
+
+    if weights:
+        return Path(weights)
+    if SHIPPED_WEIGHTS.is_file():
+        return SHIPPED_WEIGHTS
+    raise ValueError(f"no --weights given and no shipped weights at {SHIPPED_WEIGHTS}: pass --weights "
+                     f"FILE.npz (e.g. RUN_DIR/best.npz from numpyseg train)")
+
+
+def _load_samples(args):
+    from numpyseg.data.datasets import load_dataset, load_folder
+    from numpyseg.data.io import DataError
+
+    name = args.dataset
+    split = args.split
+    if name == "synthetic":
+        size = int(args.synthetic_size)
+        return load_dataset("synthetic", split=split or "test", n=int(args.synthetic_count),
+                            size=(size, size), seed=int(args.seed))
+    if name == "folder" and args.images:
+        if not args.labels:
+            raise DataError("--dataset folder with --images also needs --labels DIR (scoring needs labels)")
+        return load_folder(args.images, args.labels, args.masks)
+    if args.data_root is None:
+        raise DataError(f"--dataset {name} needs --data-root DIR (the folder holding the dataset)")
+    if name == "stare":
+        return load_dataset("stare", args.data_root, split or "all")
+    return load_dataset(name, args.data_root, split or "test")
+
+
+def _cell(value) -> str:
+    return "   -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def format_table(result: dict, per_image: bool = False) -> str:
+    """The mean scores (and optionally per-image rows) as aligned text."""
+    header = f"{'':<14}" + "".join(f"{label:>8}" for _, label in COLUMNS)
+    lines = [header]
+    for region, title in REGIONS:
+        if region in result:
+            mean = result[region]["mean"]
+            lines.append(f"{title:<14}" + "".join(f"{_cell(mean[k]):>8}" for k, _ in COLUMNS))
+    if per_image:
+        for region, title in REGIONS:
+            if region not in result:
+                continue
+            columns = "".join(f"{label:>8}" for _, label in COLUMNS)
+            lines += ["", f"per image, {title}:", f"{'image':<14}{columns}"]
+            for row in result[region]["per_image"]:
+                lines.append(f"{str(row.get('name', '')):<14.14}" +
+                             "".join(f"{_cell(row[k]):>8}" for k, _ in COLUMNS))
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def run(args) -> int:
+    from numpyseg.data.io import DataError
+    from numpyseg.inference import dataset_pad_size, load_model, predict_proba
+    from numpyseg.metrics.segmentation import evaluate_dataset
+    from numpyseg.training.logs import atomic_write_bytes
+
+    if not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f"--threshold must lie in [0, 1], got {args.threshold}")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    weights = resolve_weights(args.weights)
+    model, checkpoint = load_model(weights)
+    samples = _load_samples(args)
+    if args.limit is not None:
+        samples = samples[:args.limit]
+    missing = [s.name for s in samples if s.label is None]
+    if missing:
+        raise DataError(f"image {missing[0]} has no label: evaluation needs a label for every image")
+    pad = dataset_pad_size(args.dataset, [s.shape for s in samples])
+
+    start = time.monotonic()
+    probs = predict_proba(model, [s.image for s in samples], pad_size=pad, batch_size=max(args.batch_size, 1))
+    seconds = time.monotonic() - start
+    result = evaluate_dataset(probs, [s.label for s in samples], [s.fov for s in samples],
+                              threshold=args.threshold, names=[s.name for s in samples])
+
+    split = args.split or ("all" if args.dataset == "stare" else "test")
+    pad_text = f"padded to {pad[0]}x{pad[1]}" if pad else "padded to multiples of 8"
+    print(f"{checkpoint.config.get('arch', 'model')} ({weights}) on {args.dataset} {split}: {len(samples)} images "
+          f"{pad_text}, threshold {args.threshold:g}, {seconds / max(len(samples), 1):.2f} s/image")
+    print(format_table(result, args.per_image))
+    if args.json:
+        document = {"weights": str(weights), "config": checkpoint.config, "epoch": checkpoint.epoch,
+                    "dataset": args.dataset, "split": split, "threshold": args.threshold,
+                    "pad_size": list(pad) if pad else None, "images": len(samples),
+                    "seconds_per_image": seconds / max(len(samples), 1), **result}
+        atomic_write_bytes(args.json, (json.dumps(_json_safe(document), indent=2) + "\n").encode())
+        print(f"scores written to {args.json}")
+    return 0

@@ -1,0 +1,28 @@
+"""`numpyseg gradcheck`: run the gradient check of every layer and print the proof."""
+
+HELP = "check every layer's backward pass against central differences (float64)"
+
+
+def add_arguments(parser):
+    parser.add_argument("--model", action="store_true",
+                        help="also check the whole SA-UNetv2 and SA-UNet (slower)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def run(args):
+    import time
+
+    from numpyseg.gradcheck_suite import LAYER_CHECKS, MODEL_CHECKS
+
+    checks = LAYER_CHECKS + (MODEL_CHECKS if args.model else [])
+    failures = 0
+    print(f"{'check':<34}{'worst rel. error':>18}  {'tensor':<24}result")
+    for name, build in checks:
+        start = time.perf_counter()
+        report = build(args.seed)
+        failures += not report.passed
+        seconds = time.perf_counter() - start
+        print(f"{name:<34}{report.worst:>18.2e}  {report.worst_name:<24}"
+              f"{'pass' if report.passed else 'FAIL'}  ({seconds:.1f} s)")
+    print(f"{len(checks) - failures} passed, {failures} failed (tolerance 1e-6, float64)")
+    return 1 if failures else 0

@@ -1,0 +1,200 @@
+"""Normalisation layers: GroupNorm (SA-UNetv2) and BatchNorm2d (SA-UNet v1), NHWC.
+
+Both normalise x to xhat = (x - mu) / sigma, sigma = sqrt(var + eps), then apply a
+learned per-channel affine map y = gamma * xhat + beta.  They differ only in the set
+S of entries the statistics mu, var (biased, 1/|S|) are taken over:
+
+    GroupNorm:   per sample n and group of channels: S = {(n, i, j, k): k in group}
+    BatchNorm:   per channel k over the whole batch:  S = {(n, i, j, k): all n, i, j}
+
+Backward (derived once for both).  Let g = dout * gamma (the gradient w.r.t. xhat)
+and mean(.) the average over S.  Since xhat depends on every entry of S through mu
+and sigma,
+
+    d xhat_a / d x_b = (1/sigma) * ([a == b] - 1/|S| - xhat_a * xhat_b / |S|),
+
+so that
+
+    dx     = (1/sigma) * (g - mean(g) - xhat * mean(g * xhat))
+    dgamma = sum over (n, i, j) of dout * xhat        (shape (C,))
+    dbeta  = sum over (n, i, j) of dout               (shape (C,))
+
+In BatchNorm's eval mode mu and sigma are fixed running statistics, not functions
+of x, and the backward is just dx = dout * gamma / sigma.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numpyseg.kernels.groupnorm import groupnorm_backward_fast, groupnorm_forward_fast
+from numpyseg.layers.module import Module, Parameter, check_input
+
+
+# ------------------------------------------------------------------ GroupNorm
+def groupnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                      num_groups: int = 8, eps: float = 1e-3):
+    """GroupNorm forward (numba kernels; see numpyseg.kernels.groupnorm).
+
+    Args:
+        x: (N, H, W, C) with C divisible by num_groups.  gamma, beta: (C,).
+    Returns:
+        out (N, H, W, C) in x.dtype, and the cache for groupnorm_backward.
+    """
+    out, mean, rstd = groupnorm_forward_fast(x, gamma, beta, num_groups, eps)
+    return out, (x, gamma, mean, rstd, num_groups)
+
+
+def groupnorm_backward(dout: np.ndarray, cache):
+    """Gradients of groupnorm_forward.
+
+    Returns:
+        dx (N, H, W, C), dgamma (C,), dbeta (C,), all in the input's dtype.
+    """
+    x, gamma, mean, rstd, num_groups = cache
+    dx, dgamma, dbeta = groupnorm_backward_fast(dout, x, gamma, mean, rstd, num_groups)
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+class GroupNorm(Module):
+    """Group normalisation (Wu & He 2018) with a per-channel affine map.
+
+    Per sample n and group g of C / num_groups consecutive channels:
+
+        y = gamma * (x - mu[n, g]) / sqrt(var[n, g] + eps) + beta,
+
+    mu, var (biased) over the H * W * C / num_groups entries of the group.
+    Backward, with xhat = (x - mu) / sigma, sigma = sqrt(var + eps), g = dout * gamma
+    and means over the same group entries:
+
+        dx = (1/sigma) * (g - mean(g) - xhat * mean(g * xhat))
+        dgamma = sum_{n,i,j} dout * xhat,   dbeta = sum_{n,i,j} dout
+
+    Parameters: weight = gamma (C,), ones; bias = beta (C,), zeros.
+    Shapes: (N, H, W, C) -> (N, H, W, C).  Same in train and eval mode.
+    """
+
+    def __init__(self, num_channels: int, num_groups: int = 8, eps: float = 1e-3):
+        super().__init__()
+        if num_groups < 1 or num_channels % num_groups != 0:
+            raise ValueError(f"GroupNorm: {num_channels} channels cannot be split into "
+                             f"{num_groups} equal groups")
+        self.num_channels, self.num_groups, self.eps = num_channels, num_groups, eps
+        self.weight = Parameter(np.ones(num_channels, dtype=np.float32))
+        self.bias = Parameter(np.zeros(num_channels, dtype=np.float32))
+
+    def forward(self, x):
+        check_input("GroupNorm", x, self.num_channels)
+        out, cache = groupnorm_forward(x, self.weight.data, self.bias.data, self.num_groups, self.eps)
+        self._keep(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = groupnorm_backward(dout, self._take_cache())
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+    def __repr__(self):
+        return f"GroupNorm({self.num_channels}, num_groups={self.num_groups}, eps={self.eps})"
+
+
+# ------------------------------------------------------------------ BatchNorm
+_BATCH_AXES = (0, 1, 2)
+
+
+def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training: bool,
+                      momentum: float = 0.99, eps: float = 1e-3):
+    """BatchNorm forward with Keras semantics.
+
+    Training: mu, var = per-channel batch mean and biased variance over (N, H, W);
+    the running statistics are updated *in place* as
+
+        running = momentum * running + (1 - momentum) * batch statistic
+
+    (Keras 3 updates the moving variance with the same biased variance it
+    normalises with; PyTorch would use the unbiased one here.)
+    Eval: mu, var = running_mean, running_var.
+
+    Args:
+        x: (N, H, W, C).  gamma, beta, running_mean, running_var: (C,).
+    Returns:
+        out (N, H, W, C) in x.dtype, and the cache for batchnorm_backward.
+    """
+    if training:
+        mean = x.mean(axis=_BATCH_AXES, dtype=np.float64)
+        xc = x - mean.astype(x.dtype)
+        var = np.mean(np.square(xc, dtype=np.float64), axis=_BATCH_AXES)
+        running_mean *= momentum
+        running_mean += (1 - momentum) * mean.astype(running_mean.dtype)
+        running_var *= momentum
+        running_var += (1 - momentum) * var.astype(running_var.dtype)
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+        xc = x - mean.astype(x.dtype)
+    rstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    xhat = xc * rstd
+    out = xhat * gamma.astype(x.dtype) + beta.astype(x.dtype)
+    return out, (xhat, rstd, gamma, training)
+
+
+def batchnorm_backward(dout, cache):
+    """Gradients of batchnorm_forward (see the module docstring).
+
+    Returns:
+        dx (N, H, W, C), dgamma (C,), dbeta (C,), in the input's dtype.
+    """
+    xhat, rstd, gamma, training = cache
+    dt = xhat.dtype
+    dbeta = dout.sum(axis=_BATCH_AXES, dtype=np.float64)
+    dgamma = np.sum(dout * xhat, axis=_BATCH_AXES, dtype=np.float64)
+    a = rstd * gamma.astype(dt)
+    if training:
+        count = xhat.size // xhat.shape[-1]
+        # mean(g) = gamma * mean(dout), mean(g * xhat) = gamma * mean(dout * xhat)
+        dx = a * (dout - (dbeta / count).astype(dt) - xhat * (dgamma / count).astype(dt))
+    else:
+        dx = dout * a
+    return dx.astype(dt, copy=False), dgamma.astype(dt), dbeta.astype(dt)
+
+
+class BatchNorm2d(Module):
+    """Batch normalisation over (N, H, W) per channel, as Keras BatchNormalization.
+
+    Training mode normalises with the batch statistics and updates the running
+    ones: running = momentum * running + (1 - momentum) * batch (biased variance).
+    Eval mode normalises with the running statistics.
+    Parameters: weight = gamma (C,), ones; bias = beta (C,), zeros.
+    Buffers: running_mean (C,), zeros; running_var (C,), ones.
+    Shapes: (N, H, W, C) -> (N, H, W, C).
+    """
+
+    buffers = ("running_mean", "running_var")
+
+    def __init__(self, num_channels: int, momentum: float = 0.99, eps: float = 1e-3):
+        super().__init__()
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm2d momentum must be in [0, 1], got {momentum}")
+        self.num_channels, self.momentum, self.eps = num_channels, momentum, eps
+        self.weight = Parameter(np.ones(num_channels, dtype=np.float32))
+        self.bias = Parameter(np.zeros(num_channels, dtype=np.float32))
+        self.running_mean = np.zeros(num_channels, dtype=np.float32)
+        self.running_var = np.ones(num_channels, dtype=np.float32)
+
+    def forward(self, x):
+        check_input("BatchNorm2d", x, self.num_channels)
+        out, cache = batchnorm_forward(x, self.weight.data, self.bias.data, self.running_mean,
+                                       self.running_var, training=self.training,
+                                       momentum=self.momentum, eps=self.eps)
+        self._keep(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = batchnorm_backward(dout, self._take_cache())
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+    def __repr__(self):
+        return f"BatchNorm2d({self.num_channels}, momentum={self.momentum}, eps={self.eps})"

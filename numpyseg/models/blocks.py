@@ -1,0 +1,59 @@
+"""The convolution block the U-Nets are made of, and a pair of them.
+
+ConvBlock:  x -> Conv 3x3 'same' -> DropBlock -> Norm -> Activation
+            (SA-UNetv2: GroupNorm(8, eps 1e-3) + SiLU; SA-UNet v1: BatchNorm + ReLU)
+
+Its backward is the chain rule read backwards: each child's backward takes the
+gradient of its output and returns the gradient of its input.
+"""
+
+from __future__ import annotations
+
+from numpyseg.layers.activations import ReLU, SiLU
+from numpyseg.layers.conv import Conv2d
+from numpyseg.layers.dropblock import DropBlock2d
+from numpyseg.layers.module import Module
+from numpyseg.layers.norm import BatchNorm2d, GroupNorm
+
+
+class ConvBlock(Module):
+    """Conv 3x3 -> DropBlock -> Norm -> Act.  (N, H, W, C_in) -> (N, H, W, C_out).
+
+    Args:
+        norm: 'group' (GroupNorm with `groups` groups, SiLU) or 'batch' (BatchNorm, ReLU).
+    """
+
+    def __init__(self, in_channels, out_channels, *, dropblock_rate=0.15, block_size=7,
+                 norm="group", groups=8, rng=None):
+        super().__init__()
+        self.conv = Conv2d(in_channels, out_channels, 3, rng=rng)
+        self.drop = DropBlock2d(dropblock_rate, block_size, rng=rng)
+        if norm == "group":
+            self.norm = GroupNorm(out_channels, groups, eps=1e-3)
+            self.act = SiLU()
+        elif norm == "batch":
+            self.norm = BatchNorm2d(out_channels, eps=1e-3)
+            self.act = ReLU()
+        else:
+            raise ValueError(f"norm must be 'group' or 'batch', got {norm!r}")
+
+    def forward(self, x):
+        return self.act(self.norm(self.drop(self.conv(x))))
+
+    def backward(self, dout):
+        return self.conv.backward(self.drop.backward(self.norm.backward(self.act.backward(dout))))
+
+
+class DoubleBlock(Module):
+    """Two ConvBlocks: C_in -> C_out -> C_out (one U-Net stage)."""
+
+    def __init__(self, in_channels, out_channels, **block_options):
+        super().__init__()
+        self.block1 = ConvBlock(in_channels, out_channels, **block_options)
+        self.block2 = ConvBlock(out_channels, out_channels, **block_options)
+
+    def forward(self, x):
+        return self.block2(self.block1(x))
+
+    def backward(self, dout):
+        return self.block1.backward(self.block2.backward(dout))

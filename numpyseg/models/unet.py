@@ -1,0 +1,187 @@
+"""SA-UNetv2 and its predecessor SA-UNet, assembled from the layer library.
+
+Both are three-level U-Nets (input sizes: multiples of 8), NHWC in, logits out:
+
+    enc1 ─────────────────────────────────────────────── skip1 ─ dec1 ─ head
+      └ pool1 ─ enc2 ─────────────────────── skip2 ─ dec2 ─ up1 ┘
+                  └ pool2 ─ enc3 ─── skip3 ─ dec3 ─ up2 ┘
+                              └ pool3 ─ bottleneck ─ up3 ┘
+
+    bottleneck = ConvBlock -> SpatialAttention -> ConvBlock
+    skip (v2)  = concat[up, CSA(enc, up)]     cross-scale spatial attention
+    skip (v1)  = concat[up, enc]              a plain U-Net skip
+
+Every forward step has its backward step, taken in the opposite order; where a
+tensor feeds two consumers (an encoder output goes to the pool *and* to the skip;
+an up-sampled tensor goes to the concat *and* to the CSA), the two gradients add.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from numpyseg.layers.attention import CrossScaleSpatialAttention, SpatialAttention
+from numpyseg.layers.concat import Concat
+from numpyseg.layers.conv import Conv2d
+from numpyseg.layers.conv_transpose import ConvTranspose2d
+from numpyseg.layers.module import Module, check_input
+from numpyseg.layers.pool import MaxPool2d
+from numpyseg.models.blocks import ConvBlock, DoubleBlock
+
+
+class UNet3(Module):
+    """A three-level U-Net with spatial attention at the bottleneck.
+
+    Args:
+        widths: channels of (enc1, enc2, enc3, bottleneck).
+        norm: 'group' (GroupNorm + SiLU) or 'batch' (BatchNorm + ReLU).
+        cross_scale_attention: CSA on the skips (v2) or plain skips (v1).
+        seed: seeds the initialisation and the DropBlock masks.
+
+    Shapes: (N, H, W, in_channels) -> logits (N, H, W, 1), H and W multiples of 8.
+    """
+
+    def __init__(self, widths, *, in_channels=3, norm="group", cross_scale_attention=True,
+                 dropblock_rate=0.15, block_size=7, seed=0):
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        c1, c2, c3, c4 = widths
+        opts = dict(dropblock_rate=dropblock_rate, block_size=block_size, norm=norm, rng=rng)
+        self.in_channels = in_channels
+        self.use_csa = cross_scale_attention
+        # Attributes are assigned in forward order, so parameters() follows the forward pass.
+        self.enc1 = DoubleBlock(in_channels, c1, **opts)
+        self.pool1 = MaxPool2d()
+        self.enc2 = DoubleBlock(c1, c2, **opts)
+        self.pool2 = MaxPool2d()
+        self.enc3 = DoubleBlock(c2, c3, **opts)
+        self.pool3 = MaxPool2d()
+        self.bottleneck1 = ConvBlock(c3, c4, **opts)
+        self.attention = SpatialAttention(7, rng=rng)
+        self.bottleneck2 = ConvBlock(c4, c4, **opts)
+        self.up3 = ConvTranspose2d(c4, c3, 3, rng=rng)
+        self.csa3 = CrossScaleSpatialAttention(7, rng=rng) if cross_scale_attention else None
+        self.cat3 = Concat()
+        self.dec3 = DoubleBlock(2 * c3, c3, **opts)
+        self.up2 = ConvTranspose2d(c3, c2, 3, rng=rng)
+        self.csa2 = CrossScaleSpatialAttention(7, rng=rng) if cross_scale_attention else None
+        self.cat2 = Concat()
+        self.dec2 = DoubleBlock(2 * c2, c2, **opts)
+        self.up1 = ConvTranspose2d(c2, c1, 3, rng=rng)
+        self.csa1 = CrossScaleSpatialAttention(7, rng=rng) if cross_scale_attention else None
+        self.cat1 = Concat()
+        self.dec1 = DoubleBlock(2 * c1, c1, **opts)
+        self.head = Conv2d(c1, 1, 1, rng=rng)
+        # (name, down-sampling factor, channels) of each row of summary()
+        self._rows = [("enc1", 1, c1), ("pool1", 2, c1), ("enc2", 2, c2), ("pool2", 4, c2),
+                      ("enc3", 4, c3), ("pool3", 8, c3), ("bottleneck1", 8, c4),
+                      ("attention", 8, c4), ("bottleneck2", 8, c4),
+                      ("up3", 4, c3), ("csa3", 4, c3), ("cat3", 4, 2 * c3), ("dec3", 4, c3),
+                      ("up2", 2, c2), ("csa2", 2, c2), ("cat2", 2, 2 * c2), ("dec2", 2, c2),
+                      ("up1", 1, c1), ("csa1", 1, c1), ("cat1", 1, 2 * c1), ("dec1", 1, c1),
+                      ("head", 1, 1)]
+
+    # ---------------------------------------------------------------- forward
+    def _skip(self, csa, cat, enc, up):
+        """concat[up, CSA(enc, up)] (v2) or concat[up, enc] (v1)."""
+        return cat(up, csa(enc, up) if csa is not None else enc)
+
+    def forward(self, x):
+        check_input(type(self).__name__, x, self.in_channels)
+        if x.shape[1] % 8 or x.shape[2] % 8:
+            raise ValueError(
+                f"{type(self).__name__} needs H and W divisible by 8 (three 2x2 poolings), "
+                f"got {x.shape[1]}x{x.shape[2]}: pad the image first"
+            )
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool1(e1))
+        e3 = self.enc3(self.pool2(e2))
+        b = self.bottleneck2(self.attention(self.bottleneck1(self.pool3(e3))))
+        u3 = self.up3(b)
+        d3 = self.dec3(self._skip(self.csa3, self.cat3, e3, u3))
+        u2 = self.up2(d3)
+        d2 = self.dec2(self._skip(self.csa2, self.cat2, e2, u2))
+        u1 = self.up1(d2)
+        d1 = self.dec1(self._skip(self.csa1, self.cat1, e1, u1))
+        return self.head(d1)
+
+    # --------------------------------------------------------------- backward
+    def _skip_backward(self, csa, cat, dout):
+        """Gradients (d_enc, d_up) of a skip: `up` feeds the concat and the CSA."""
+        d_up, d_second = cat.backward(dout)
+        if csa is None:
+            return d_second, d_up
+        d_enc, d_up_from_csa = csa.backward(d_second)
+        return d_enc, d_up + d_up_from_csa
+
+    def backward(self, dout):
+        """dout: dL/dlogits (N, H, W, 1).  Fills every Parameter.grad; returns dL/dx."""
+        d = self.dec1.backward(self.head.backward(dout))
+        d_e1, d_u1 = self._skip_backward(self.csa1, self.cat1, d)
+        d = self.dec2.backward(self.up1.backward(d_u1))
+        d_e2, d_u2 = self._skip_backward(self.csa2, self.cat2, d)
+        d = self.dec3.backward(self.up2.backward(d_u2))
+        d_e3, d_u3 = self._skip_backward(self.csa3, self.cat3, d)
+        d = self.bottleneck2.backward(self.up3.backward(d_u3))
+        d = self.bottleneck1.backward(self.attention.backward(d))
+        # each encoder output went to the next pool and to its skip: add both gradients
+        d = self.enc3.backward(self.pool3.backward(d) + d_e3)
+        d = self.enc2.backward(self.pool2.backward(d) + d_e2)
+        return self.enc1.backward(self.pool1.backward(d) + d_e1)
+
+    # ---------------------------------------------------------------- summary
+    def summary(self, input_size=(592, 592), batch=None) -> str:
+        """A Keras-style table: layer, output shape, parameters, and the total."""
+        h, w = input_size
+        lines = [f"Model: {type(self).__name__}", "-" * 64,
+                 f"{'Layer (type)':<34}{'Output shape':<20}{'Params':>10}", "=" * 64]
+        nb = "None" if batch is None else str(batch)
+        lines.append(f"{'input':<34}{f'({nb}, {h}, {w}, {self.in_channels})':<20}{0:>10,}")
+        for name, factor, channels in self._rows:
+            module = getattr(self, name)
+            if module is None:
+                continue
+            count = module.num_parameters()
+            shape = f"({nb}, {h // factor}, {w // factor}, {channels})"
+            lines.append(f"{f'{name} ({type(module).__name__})':<34}{shape:<20}{count:>10,}")
+        lines += ["=" * 64, f"Total params: {self.num_parameters():,}", "-" * 64]
+        return "\n".join(lines)
+
+
+class SAUNetV2(UNet3):
+    """SA-UNetv2: widths c, 2c, 3c, 4c; GroupNorm + SiLU; CSA on every skip.
+
+    With the defaults it has exactly 260,521 parameters.
+    """
+
+    def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0):
+        c = base_channels
+        super().__init__((c, 2 * c, 3 * c, 4 * c), in_channels=in_channels, norm="group",
+                         cross_scale_attention=True, dropblock_rate=dropblock_rate,
+                         block_size=block_size, seed=seed)
+        self.config = {"arch": "sa_unetv2", "base_channels": c, "dropblock_rate": dropblock_rate,
+                       "block_size": block_size, "in_channels": in_channels}
+
+
+class SAUNet(UNet3):
+    """SA-UNet (v1): widths c, 2c, 4c, 8c; BatchNorm + ReLU; plain skips."""
+
+    def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0):
+        c = base_channels
+        super().__init__((c, 2 * c, 4 * c, 8 * c), in_channels=in_channels, norm="batch",
+                         cross_scale_attention=False, dropblock_rate=dropblock_rate,
+                         block_size=block_size, seed=seed)
+        self.config = {"arch": "sa_unet", "base_channels": c, "dropblock_rate": dropblock_rate,
+                       "block_size": block_size, "in_channels": in_channels}
+
+
+ARCHITECTURES = {"sa_unetv2": SAUNetV2, "sa_unet": SAUNet}
+
+
+def build_model(config: dict) -> UNet3:
+    """Build a model from its `config` dict (as stored in a checkpoint)."""
+    options = dict(config)
+    arch = options.pop("arch", None)
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](**options)

@@ -1,0 +1,181 @@
+"""The options of a training run, their defaults, and which of them a resume may change.
+
+A run is defined by its `TrainConfig`.  The config is stored in every checkpoint,
+so `numpyseg train --out RUN --resume` rebuilds exactly the same run (data,
+split, model, loss, optimiser, schedules, seed) and continues it.  Only the
+*session* options below may differ on a resume: how long to go on (epochs, time
+limit), how chatty to be, and where the data now lives.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+DATASETS = ("synthetic", "drive", "stare", "chase", "folder")
+ARCHS = ("sa_unetv2", "sa_unet")
+
+#: Metrics the best checkpoint can be chosen by, with the direction that is better.
+MONITORS = {"val_loss": "min", "train_loss": "min", "val_f1": "max", "val_auc": "max",
+            "val_mcc": "max", "val_iou": "max", "val_acc": "max", "val_sen": "max"}
+
+#: Options a resumed run may change; every other option must match the checkpoint.
+SESSION_KEYS = ("epochs", "time_limit", "log_every", "data_root", "images", "labels", "masks")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of `numpyseg train` (see `numpyseg train --help` for each one).
+
+    Data:        dataset, data_root, images/labels/masks (dataset 'folder'),
+                 synthetic_count, synthetic_size, val_fraction, val_count.
+    Model:       arch, base_channels, dropblock_rate, block_size, seed.
+    Optimiser:   lr (Adam), patience_lr / lr_factor / min_lr (ReduceLROnPlateau on the
+                 validation loss), early_stop (patience on the validation loss; 0 = off).
+    Loss:        bce_weight, mcc_weight, pos_weight (a number or 'balanced'),
+                 loss_fov (also leave pixels outside the field of view out of the loss;
+                 padding is always left out).
+    Batches:     batch_size, patch_size (0: whole padded images), steps_per_epoch
+                 (0: automatic), augmentation switches.
+    Selection:   monitor (None: 'val_f1' when there is a validation split, else
+                 'train_loss').
+    Session:     epochs, time_limit (minutes), log_every (steps; 0: automatic).
+    """
+
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    images: str | None = None
+    labels: str | None = None
+    masks: str | None = None
+    synthetic_count: int = 20
+    synthetic_size: int = 128
+    epochs: int = 50
+    batch_size: int = 4
+    patch_size: int = 0
+    steps_per_epoch: int = 0
+    lr: float = 1e-3
+    bce_weight: float = 0.5
+    mcc_weight: float = 0.5
+    pos_weight: float | str = 1.0
+    dropblock_rate: float = 0.15
+    block_size: int = 7
+    base_channels: int = 16
+    arch: str = "sa_unetv2"
+    seed: int = 0
+    val_fraction: float = 0.2
+    val_count: int | None = None
+    patience_lr: int = 10
+    lr_factor: float = 0.5
+    min_lr: float = 1e-6
+    early_stop: int = 20
+    monitor: str | None = None
+    loss_fov: bool = False
+    augment: bool = True
+    flip: bool = True
+    rot90: bool = True
+    rotate: float = 15.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    gamma: float = 0.1
+    log_every: int = 0
+    time_limit: float | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    # ----------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Raise a one-line ValueError naming the first bad option."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        for name in ("epochs", "batch_size", "base_channels", "block_size", "synthetic_count"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("patch_size", "steps_per_epoch", "patience_lr", "early_stop", "log_every"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.patch_size % 8:
+            raise ValueError(f"--patch-size must be a multiple of 8 (or 0 for whole images), "
+                             f"got {self.patch_size}")
+        if self.synthetic_size < 16:
+            raise ValueError(f"--synthetic-size must be at least 16, got {self.synthetic_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"--lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.dropblock_rate < 1.0:
+            raise ValueError(f"--dropblock-rate must lie in [0, 1), got {self.dropblock_rate}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.val_count is not None and self.val_count < 0:
+            raise ValueError(f"--val-count must be >= 0, got {self.val_count}")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise ValueError(f"--lr-factor must lie in (0, 1), got {self.lr_factor}")
+        if self.bce_weight < 0 or self.mcc_weight < 0 or self.bce_weight + self.mcc_weight == 0:
+            raise ValueError(f"--bce-weight and --mcc-weight must be >= 0 and not both 0, got "
+                             f"{self.bce_weight} and {self.mcc_weight}")
+        self.pos_weight = parse_pos_weight(self.pos_weight)
+        if self.monitor is not None and self.monitor not in MONITORS:
+            raise ValueError(f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"--time-limit must be a positive number of minutes, got {self.time_limit}")
+        if self.dataset == "folder" and self.images is None and self.data_root is None:
+            raise ValueError("--dataset folder needs --images DIR (with --labels DIR) or --data-root DIR")
+        if self.dataset in ("drive", "stare", "chase") and self.data_root is None:
+            raise ValueError(f"--dataset {self.dataset} needs --data-root (the folder holding the dataset)")
+
+    # ------------------------------------------------------------- conversion
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        """Build from a dict, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def model_config(self) -> dict:
+        """The dict `numpyseg.models.build_model` takes (stored as the checkpoint's config)."""
+        return {"arch": self.arch, "base_channels": int(self.base_channels),
+                "dropblock_rate": float(self.dropblock_rate), "block_size": int(self.block_size),
+                "in_channels": 3}
+
+
+def parse_pos_weight(value) -> float | str:
+    """A positive number or the string 'balanced' (BCE's positive-class weight)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "balanced":
+            return "balanced"
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"--pos-weight must be a positive number or 'balanced', got {value!r}") from None
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"--pos-weight must be a positive number or 'balanced', got {value}")
+    return value
+
+
+def merge_for_resume(saved: TrainConfig, given: dict) -> TrainConfig:
+    """The saved run's config, with the session options the user gave on the command line.
+
+    Args:
+        saved: the config stored in the checkpoint being resumed.
+        given: options the user set explicitly this time ({name: value}).
+
+    Raises:
+        ValueError: an explicitly given option that defines the run differs from the
+            saved one (start a new --out folder to change it).
+    """
+    merged = saved.to_dict()
+    for key, value in given.items():
+        if key in SESSION_KEYS:
+            merged[key] = value
+            continue
+        if key == "pos_weight":
+            value = parse_pos_weight(value)
+        if merged.get(key) != value:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{flag} {value} differs from the run being resumed ({merged.get(key)}): "
+                             f"drop {flag}, or start a new run in another --out folder")
+    return TrainConfig.from_dict(merged)

@@ -1,0 +1,660 @@
+"""The training loop behind `numpyseg train`: data, steps, validation, checkpoints, resume.
+
+One optimisation step on a batch (x, y, m) of images, labels and loss mask:
+
+    z      = model(x)                                   logits (B, H, W, 1), train mode
+    L, dz  = bce_weight * BCE(z, y; m) + mcc_weight * (1 - softMCC(z, y; m))
+    model.backward(dz)                                  fills every Parameter.grad
+    Adam step                                           theta <- theta - lr * m_hat / (sqrt(v_hat) + eps)
+
+The mask m is 1 on pixels that come from the image and 0 on the zero padding
+(and on rotation corners); with `loss_fov` also 0 outside the field of view.
+
+After every epoch the validation images (held out from the *training* images,
+chosen by the seed) are predicted whole, in eval mode; their mean loss drives
+ReduceLROnPlateau (factor 0.5, patience 10, min 1e-6) and early stopping
+(patience 20), and the monitored metric (validation F1 inside the FOV by
+default) picks best.npz.  last.npz is written after every epoch; both through
+the atomic checkpoint writer.
+
+Resuming continues the *same* run.  last.npz carries, besides the weights and
+the Adam moments, in its JSON `extra`: the run's config, the history, the
+scheduler and early-stopping states, the states of every random generator (the
+data generator used for shuffling, cropping and augmentation, and the model's
+DropBlock generator), the current epoch's plan of batches and how many of its
+steps are done.  A run interrupted and resumed therefore produces the same
+weights and the same history as one that was never interrupted.
+
+Interruptions: the first Ctrl-C asks the loop to stop at the end of the current
+step; the state is then saved to last.npz and `fit` returns with status
+'interrupted'.  A second Ctrl-C quits at once without saving (last.npz from the
+previous epoch stays).  A loss, logit or weight that turns NaN/inf stops the run
+with `TrainingDiverged`; the checkpoints already written (all from finite
+weights) are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from numpyseg.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
+from numpyseg.data.datasets import load_dataset, load_folder
+from numpyseg.data.io import DataError
+from numpyseg.data.padding import default_pad_size, next_multiple
+from numpyseg.inference import dataset_pad_size, predict_logits, sigmoid
+from numpyseg.losses.combined import bce_mcc_loss
+from numpyseg.metrics.segmentation import segmentation_metrics
+from numpyseg.models.unet import build_model
+from numpyseg.optim.adam import Adam
+from numpyseg.optim.schedulers import EarlyStopping, ReduceLROnPlateau
+from numpyseg.training import batches as batching
+from numpyseg.training import logs
+from numpyseg.training.config import MONITORS, TrainConfig
+
+LAST, BEST = "last.npz", "best.npz"
+HISTORY_CSV, HISTORY_JSON, CURVES = "history.csv", "history.json", "curves.png"
+STATE_FORMAT = "numpyseg-train-state-1"
+
+# Fixed tags mixed into the seed, so the validation split and the data stream
+# are independent of each other and of the model's initialisation.
+_SPLIT_TAG, _DATA_TAG = 101, 202
+
+
+class TrainingDiverged(ValueError):
+    """The loss, the logits or the weights became NaN or infinite."""
+
+
+class _NonFinite(Exception):
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+@dataclass
+class TrainResult:
+    """What `Trainer.fit` ended with.
+
+    status: 'completed' (all epochs), 'early_stopped', 'time_limit' or 'interrupted'.
+    """
+
+    status: str
+    epoch: int
+    step_in_epoch: int
+    history: list = field(default_factory=list)
+    best_value: float | None = None
+    best_epoch: int | None = None
+    saved: bool = True
+    message: str = ""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _check_labelled(samples, what: str):
+    for s in samples:
+        if s.label is None:
+            raise DataError(f"{what} image {s.name} has no label: training needs a label for every image")
+    return samples
+
+
+def load_training_samples(config: TrainConfig):
+    """All labelled training images of the configured dataset (before the split)."""
+    name = config.dataset
+    if name == "synthetic":
+        size = int(config.synthetic_size)
+        samples = load_dataset("synthetic", split="training", n=int(config.synthetic_count),
+                               size=(size, size), seed=int(config.seed))
+    elif name == "drive":
+        samples = load_dataset("drive", config.data_root, "training")
+    elif name == "stare":
+        samples = load_dataset("stare", config.data_root, "all")
+    elif name == "chase":
+        samples = load_dataset("chase", config.data_root, "training")
+    elif name == "folder":
+        if config.images is not None:
+            if config.labels is None:
+                raise DataError("--dataset folder with --images also needs --labels DIR (training needs labels)")
+            samples = load_folder(config.images, config.labels, config.masks)
+        else:
+            samples = load_dataset("folder", config.data_root, "training")
+    else:  # pragma: no cover - TrainConfig.validate rejects it
+        raise ValueError(f"unknown dataset {name!r}")
+    return _check_labelled(samples, name)
+
+
+def split_validation(samples, config: TrainConfig):
+    """(train, val): `val_count` (or round(val_fraction * n), at least 1) images held out.
+
+    The held-out images are chosen by a generator seeded from the run's seed, so
+    the split is the same on every run and every resume with that seed.
+    """
+    n = len(samples)
+    if config.val_count is not None:
+        k = int(config.val_count)
+    else:
+        k = int(round(config.val_fraction * n))
+        if config.val_fraction > 0 and n >= 2:
+            k = max(k, 1)
+    if k >= n:
+        raise ValueError(f"the validation split takes {k} of the {n} training images: at least one must "
+                         f"be left for training (lower --val-count / --val-fraction)")
+    rng = np.random.default_rng([int(config.seed), _SPLIT_TAG])
+    held = set(int(i) for i in rng.permutation(n)[:k])
+    train = [s for i, s in enumerate(samples) if i not in held]
+    val = [s for i, s in enumerate(samples) if i in held]
+    return train, val
+
+
+def batch_size_hw(config: TrainConfig, samples) -> tuple[int, int]:
+    """(H, W) of a training batch: the patch, or the dataset's padded size.
+
+    Whole images are padded as the authors did (592 for DRIVE, 704 for STARE,
+    else each side up to a multiple of 8); with rot90 augmentation on a
+    non-square size both sides take the longer one, since a quarter turn swaps H and W.
+    """
+    if config.patch_size > 0:
+        return config.patch_size, config.patch_size
+    height = max(s.shape[0] for s in samples)
+    width = max(s.shape[1] for s in samples)
+    ph, pw = default_pad_size(config.dataset, (height, width))
+    if ph < height or pw < width:  # a DRIVE/STARE-named folder with larger images
+        ph, pw = next_multiple(height, 8), next_multiple(width, 8)
+    if config.augment and config.rot90 and ph != pw:
+        ph = pw = max(ph, pw)
+    return ph, pw
+
+
+# ------------------------------------------------------------------ random states
+
+
+def generator_states(model) -> dict:
+    """The bit-generator state of every np.random.Generator attribute of the model's modules.
+
+    Returns {'generators': [state, ...], 'owners': {'<module path>:<attr>': index}};
+    modules sharing one generator point at the same index.
+    """
+    generators, owners, index_of = [], {}, {}
+    for prefix, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, np.random.Generator):
+                if id(value) not in index_of:
+                    index_of[id(value)] = len(generators)
+                    generators.append(value.bit_generator.state)
+                owners[f"{prefix}:{attr}"] = index_of[id(value)]
+    return {"generators": generators, "owners": owners}
+
+
+def set_generator_states(model, saved: dict) -> None:
+    """Restore `generator_states` into a model of the same architecture."""
+    found = {}
+    for prefix, module in model.named_modules():
+        for attr, value in vars(module).items():
+            if isinstance(value, np.random.Generator):
+                found[f"{prefix}:{attr}"] = value
+    owners = saved.get("owners", {})
+    if set(owners) != set(found):
+        raise ValueError("the saved random-generator states do not match the model's DropBlock layers")
+    for key, generator in found.items():
+        generator.bit_generator.state = saved["generators"][owners[key]]
+
+
+def _encode_state(state: dict) -> str:
+    # 128-bit integers of PCG64 survive JSON as text exactly.
+    return json.dumps(state)
+
+
+def _decode_state(text: str) -> dict:
+    return json.loads(text)
+
+
+# --------------------------------------------------------------------- interrupts
+
+
+class _InterruptGuard:
+    """While active, the first SIGINT only sets `requested`; a second one raises KeyboardInterrupt.
+
+    Only the main thread can install signal handlers; elsewhere Ctrl-C keeps its
+    default behaviour (a KeyboardInterrupt, handled by the trainer as well).
+    """
+
+    def __init__(self, log):
+        self.requested = False
+        self.forced = False
+        self._log = log
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.requested = True
+        self._log("Ctrl-C: stopping after this step and saving last.npz (press Ctrl-C again to quit "
+                  "without saving)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _fmt(value, spec=".4f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
+
+
+# -------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Train a model as configured, writing checkpoints and logs into `run_dir`.
+
+    Args:
+        config: the run's TrainConfig.
+        run_dir: the run folder (created); holds last.npz, best.npz, history.csv,
+            history.json, curves.png.
+        resume: continue the run saved in run_dir/last.npz (its config must be `config`,
+            see `numpyseg.training.config.merge_for_resume`).
+        log: called with each progress line (default: print, flushed).
+        samples: optional (train, val) lists of Sample to use instead of loading
+            the configured dataset (for notebooks and tests).
+    """
+
+    def __init__(self, config: TrainConfig, run_dir, *, resume: bool = False, log=None, samples=None):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.log = log or (lambda line: print(line, flush=True))
+        if samples is None:
+            self.train_samples, self.val_samples = split_validation(load_training_samples(config), config)
+        else:
+            self.train_samples, self.val_samples = (list(samples[0]), list(samples[1]))
+            _check_labelled(self.train_samples + self.val_samples, "training")
+        if not self.train_samples:
+            raise DataError("no training images")
+        self.batch_hw = batch_size_hw(config, self.train_samples)
+        self.val_pad = dataset_pad_size(config.dataset, [s.shape for s in self.val_samples])
+        self.monitor = config.monitor or ("val_f1" if self.val_samples else "train_loss")
+        if self.monitor.startswith("val_") and not self.val_samples:
+            raise ValueError(f"--monitor {self.monitor} needs a validation split (set --val-count or "
+                             f"--val-fraction above 0), or use --monitor train_loss")
+        self.plateau_key = "val_loss" if self.val_samples else "train_loss"
+        self.steps_per_epoch = config.steps_per_epoch or batching.default_steps(
+            [s.shape for s in self.train_samples], config.batch_size, config.patch_size)
+        self.one_pass = config.patch_size == 0 and config.steps_per_epoch == 0
+
+        model_config = config.model_config()
+        self.model = build_model({**model_config, "seed": int(config.seed)})
+        self.model_config = dict(self.model.config)
+        self.model.train()
+        self.optimizer = Adam(self.model.named_parameters(), lr=config.lr)
+        self.scheduler = ReduceLROnPlateau(self.optimizer, factor=config.lr_factor,
+                                           patience=config.patience_lr, min_lr=config.min_lr)
+        self.stopper = EarlyStopping(patience=config.early_stop) if config.early_stop > 0 else None
+        self.data_rng = np.random.default_rng([int(config.seed), _DATA_TAG])
+        self.augmenter = batching.make_augmenter(config, self.data_rng)
+
+        self.epoch = 0                     # completed epochs
+        self.plan: list[list[int]] | None = None
+        self.step_in_epoch = 0             # completed steps of the current plan
+        self.epoch_stats = self._empty_stats()
+        self.history: list[dict] = []
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self.elapsed_before = 0.0          # training time of earlier sessions (resume)
+        self._updating = False
+        self._committing = False
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------- state
+    @staticmethod
+    def _empty_stats() -> dict:
+        return {"loss_sum": 0.0, "steps": 0, "images": 0, "train_time": 0.0}
+
+    def _extra(self) -> dict:
+        """Everything beyond weights and Adam moments that a resume needs (JSON)."""
+        return {
+            "format": STATE_FORMAT,
+            "train_config": self.config.to_dict(),
+            "history": self.history,
+            "plan": self.plan,
+            "step_in_epoch": self.step_in_epoch,
+            "epoch_stats": self.epoch_stats,
+            "rng": {"data": _encode_state(self.data_rng.bit_generator.state),
+                    "model": _encode_state(generator_states(self.model))},
+            "scheduler": self.scheduler.state_dict(),
+            "early_stopping": None if self.stopper is None else self.stopper.state_dict(),
+            "monitor": self.monitor,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "elapsed_s": self.elapsed_before + self._session_time(),
+            "train_images": [s.name for s in self.train_samples],
+            "val_images": [s.name for s in self.val_samples],
+            "val_pad_size": None if self.val_pad is None else list(self.val_pad),
+            "num_parameters": int(self.model.num_parameters()),
+        }
+
+    def _session_time(self) -> float:
+        start = getattr(self, "_session_start", None)
+        return 0.0 if start is None else time.monotonic() - start
+
+    def save(self, name: str = LAST) -> Path:
+        """Write the current state to run_dir/name (atomically)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return save_checkpoint(self.run_dir / name, self.model, self.optimizer, config=self.model_config,
+                               epoch=self.epoch, extra=self._extra())
+
+    def _resume(self) -> None:
+        path = self.run_dir / LAST
+        checkpoint = load_checkpoint(path)
+        extra = checkpoint.extra
+        if extra.get("format") != STATE_FORMAT:
+            raise CheckpointError(f"checkpoint {path}: not a training state written by numpyseg train")
+        saved_names = extra.get("train_images"), extra.get("val_images")
+        names = [s.name for s in self.train_samples], [s.name for s in self.val_samples]
+        if list(saved_names[0] or []) != names[0] or list(saved_names[1] or []) != names[1]:
+            raise DataError(f"the training images differ from those of the run saved in {path}: "
+                            f"resume needs the same dataset")
+        restore(self.model, checkpoint, self.optimizer)
+        try:
+            self.data_rng.bit_generator.state = _decode_state(extra["rng"]["data"])
+            set_generator_states(self.model, _decode_state(extra["rng"]["model"]))
+            self.scheduler.load_state_dict(extra["scheduler"])
+            if self.stopper is not None and extra.get("early_stopping") is not None:
+                self.stopper.load_state_dict(extra["early_stopping"])
+            self.epoch = int(checkpoint.epoch)
+            self.plan = extra.get("plan")
+            self.step_in_epoch = int(extra.get("step_in_epoch", 0))
+            self.epoch_stats = dict(extra.get("epoch_stats") or self._empty_stats())
+            self.history = list(extra.get("history", []))
+            self.best_value = extra.get("best_value")
+            self.best_epoch = extra.get("best_epoch")
+            self.elapsed_before = float(extra.get("elapsed_s", 0.0))
+        except (KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {path}: incomplete or mismatched training state "
+                                  f"({' '.join(str(error).split())})") from None
+
+    # ------------------------------------------------------------------- steps
+    def _snapshot(self):
+        return self.data_rng.bit_generator.state, generator_states(self.model)
+
+    def _rollback(self, snapshot) -> None:
+        data_state, model_states = snapshot
+        self.data_rng.bit_generator.state = data_state
+        set_generator_states(self.model, model_states)
+
+    def loss(self, logits, labels, masks):
+        """The training loss and its gradient (a method so it can be swapped or wrapped)."""
+        c = self.config
+        return bce_mcc_loss(logits, labels, masks, bce_weight=c.bce_weight, mcc_weight=c.mcc_weight,
+                            pos_weight=c.pos_weight)
+
+    def train_step(self, images, labels, masks) -> float:
+        """One forward/backward/Adam step on a batch; returns the loss."""
+        self.optimizer.zero_grad()
+        logits = self.model(images)
+        if not np.isfinite(logits).all():
+            raise _NonFinite("the logits")
+        value, dlogits = self.loss(logits, labels, masks)
+        if not math.isfinite(value):
+            raise _NonFinite("the loss")
+        self.model.backward(dlogits)
+        self._updating = True
+        self.optimizer.step()
+        self._updating = False
+        for name, p in self.optimizer.params:
+            if not np.isfinite(p.data).all():
+                raise _NonFinite(f"the weights ({name})")
+        return float(value)
+
+    # -------------------------------------------------------------- validation
+    def validate(self) -> dict:
+        """Mean loss and scores (inside the FOV) of the validation images, predicted whole."""
+        if not self.val_samples:
+            return {}
+        c = self.config
+        logits = predict_logits(self.model, [s.image for s in self.val_samples], pad_size=self.val_pad,
+                                batch_size=c.batch_size)
+        losses, rows = [], []
+        for s, z in zip(self.val_samples, logits):
+            if not np.isfinite(z).all():
+                raise _NonFinite("the validation logits")
+            mask = s.fov[None, :, :, None] if c.loss_fov else None
+            value, _ = bce_mcc_loss(z[None, :, :, None], s.label[None, :, :, None].astype(np.float32), mask,
+                                    bce_weight=c.bce_weight, mcc_weight=c.mcc_weight, pos_weight=c.pos_weight)
+            losses.append(value)
+            rows.append(segmentation_metrics(sigmoid(z), s.label, s.fov))
+        result = {"val_loss": float(np.mean(losses))}
+        for key, short in (("accuracy", "acc"), ("sensitivity", "sen"), ("specificity", "spe"), ("f1", "f1"),
+                           ("iou", "iou"), ("mcc", "mcc"), ("auc", "auc")):
+            values = np.array([row[key] for row in rows], dtype=np.float64)
+            values = values[~np.isnan(values)]
+            result[f"val_{short}"] = float(values.mean()) if values.size else float("nan")
+        return result
+
+    # -------------------------------------------------------------------- loop
+    def _log_every(self) -> int:
+        if self.config.log_every:
+            return self.config.log_every
+        return max(1, self.steps_per_epoch // 10) if self.steps_per_epoch >= 20 else 0
+
+    def _run_steps(self, guard) -> bool:
+        """Run the remaining steps of the current plan; False if asked to stop (Ctrl-C)."""
+        stats = self.epoch_stats
+        every = self._log_every()
+        steps = len(self.plan)
+        while self.step_in_epoch < steps:
+            snapshot = self._snapshot()
+            self._pending_snapshot = snapshot
+            start = time.monotonic()
+            indices = self.plan[self.step_in_epoch]
+            images, labels, masks = batching.make_batch(self.train_samples, indices, self.batch_hw,
+                                                        self.augmenter, self.config.loss_fov)
+            value = self.train_step(images, labels, masks)
+            took = time.monotonic() - start
+            self._pending_snapshot = None
+            self.step_in_epoch += 1
+            stats["loss_sum"] += value
+            stats["steps"] += 1
+            stats["images"] += len(indices)
+            stats["train_time"] += took
+            self.last_loss = value
+            if every and self.step_in_epoch % every == 0 and self.step_in_epoch < steps:
+                rate = stats["images"] / max(stats["train_time"], 1e-9)
+                eta = (steps - self.step_in_epoch) * stats["train_time"] / max(stats["steps"], 1)
+                self.log(f"  epoch {self.epoch + 1} step {self.step_in_epoch}/{steps}  loss "
+                         f"{stats['loss_sum'] / stats['steps']:.4f}  {rate:.1f} img/s  epoch ETA {_clock(eta)}")
+            if guard.requested:
+                return False
+        return True
+
+    def _end_epoch(self) -> bool:
+        """Validate, record, step the schedules, write checkpoints and logs.
+
+        Returns True when early stopping says to stop.
+        """
+        c = self.config
+        stats = self.epoch_stats
+        val_start = time.monotonic()
+        scores = self.validate()
+        val_time = time.monotonic() - val_start
+        lr_used = float(self.optimizer.lr)
+        train_loss = stats["loss_sum"] / max(stats["steps"], 1)
+        epoch_time = stats["train_time"] + val_time
+        record = {"epoch": self.epoch + 1, "steps": stats["steps"], "train_loss": train_loss, **scores,
+                  "lr": lr_used, "images_per_s": stats["images"] / max(stats["train_time"], 1e-9),
+                  "epoch_time_s": epoch_time,
+                  "elapsed_s": self.elapsed_before + self._session_time()}
+        if not math.isfinite(record.get("val_loss", 0.0)):
+            raise _NonFinite("the validation loss")
+        value = record.get(self.monitor)
+        better = (value is not None and math.isfinite(value) and (
+            self.best_value is None or (value < self.best_value if MONITORS[self.monitor] == "min"
+                                        else value > self.best_value)))
+        record["best"] = bool(better)
+
+        self._committing = True
+        self.history.append(record)
+        self.scheduler.step(record[self.plateau_key])
+        stop = self.stopper.step(record[self.plateau_key]) if self.stopper is not None else False
+        if better:
+            self.best_value, self.best_epoch = float(value), self.epoch + 1
+        self.epoch += 1
+        self.plan = None
+        self.step_in_epoch = 0
+        self.epoch_stats = self._empty_stats()
+        if better:
+            self.save(BEST)
+        self.save(LAST)
+        self._committing = False
+        self._write_logs()
+        self._epoch_times.append(epoch_time)
+
+        remaining = (c.epochs - self.epoch) * float(np.mean(self._epoch_times))
+        parts = [f"epoch {self.epoch}/{c.epochs}", f"steps {record['steps']}",
+                 f"train {train_loss:.4f}"]
+        if self.val_samples:
+            parts += [f"val {record['val_loss']:.4f}", f"F1 {_fmt(record['val_f1'])}",
+                      f"AUC {_fmt(record['val_auc'])}"]
+        parts += [f"lr {lr_used:.1e}", f"{record['images_per_s']:.1f} img/s",
+                  f"elapsed {_clock(record['elapsed_s'])}", f"ETA {_clock(remaining)}"]
+        if better:
+            parts.append(f"* best {self.monitor}")
+        self.log("  ".join(parts))
+        return stop
+
+    def _write_logs(self) -> None:
+        clean = self.history
+        document = {"run": self.config.to_dict(), "monitor": self.monitor,
+                    "best_epoch": self.best_epoch, "best_value": self.best_value,
+                    "train_images": [s.name for s in self.train_samples],
+                    "val_images": [s.name for s in self.val_samples]}
+        logs.write_history_csv(self.run_dir / HISTORY_CSV, clean)
+        logs.write_history_json(self.run_dir / HISTORY_JSON, clean, document)
+        try:
+            logs.plot_curves(self.run_dir / CURVES, clean, self.monitor,
+                             title=f"{self.model_config['arch']} on {self.config.dataset}")
+        except Exception as error:  # a plotting problem must not end a training run
+            self.log(f"warning: could not draw {CURVES}: {' '.join(str(error).split())}")
+
+    def describe(self) -> str:
+        """One paragraph describing the run (printed at the start)."""
+        c = self.config
+        h, w = self.batch_hw
+        what = f"{c.patch_size}x{c.patch_size} patches" if c.patch_size else f"whole images padded to {h}x{w}"
+        return (f"{self.model_config['arch']} ({self.model.num_parameters():,} parameters), dataset "
+                f"{c.dataset}: {len(self.train_samples)} training / {len(self.val_samples)} validation images; "
+                f"{what}, batch {c.batch_size}, {self.steps_per_epoch} steps/epoch; Adam lr {c.lr:g}; "
+                f"best checkpoint by {self.monitor}; run folder {self.run_dir}")
+
+    def fit(self) -> TrainResult:
+        """Train until the epochs are done, early stopping, the time limit or Ctrl-C.
+
+        Raises:
+            TrainingDiverged: a NaN/inf loss, logit or weight (checkpoints on disk are kept).
+        """
+        c = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._session_start = time.monotonic()
+        self._epoch_times: list[float] = []
+        self._pending_snapshot = None
+        self.last_loss = None
+        status = "completed"
+        with _InterruptGuard(self.log) as guard:
+            try:
+                while self.epoch < c.epochs:
+                    if self.plan is None:
+                        self.plan = batching.plan_epoch(self.data_rng, len(self.train_samples),
+                                                        c.batch_size, self.steps_per_epoch, self.one_pass)
+                        self.step_in_epoch = 0
+                        self.epoch_stats = self._empty_stats()
+                    if not self._run_steps(guard):
+                        self.save(LAST)
+                        return self._interrupted(saved=True)
+                    stop = self._end_epoch()
+                    if guard.requested:
+                        return self._interrupted(saved=True)
+                    if stop:
+                        status = "early_stopped"
+                        break
+                    if (c.time_limit is not None and self.epoch < c.epochs
+                            and self._session_time() >= 60.0 * c.time_limit):
+                        status = "time_limit"
+                        break
+            except _NonFinite as error:
+                if self.plan is not None and self.step_in_epoch < len(self.plan):
+                    where = f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}"
+                else:
+                    where = f"the validation of epoch {self.epoch + 1}"
+                # Only finite states are ever saved, so the file on disk is good.
+                kept = (f"last good checkpoint kept: {self.run_dir / LAST} (epoch {self.epoch})"
+                        if (self.run_dir / LAST).exists() else "no checkpoint had been saved yet")
+                raise TrainingDiverged(f"training diverged: {error.what} became NaN/inf at {where} "
+                                       f"(lr {self.optimizer.lr:g}); stopped; {kept}; try a lower --lr") from None
+            except KeyboardInterrupt:
+                return self._raw_interrupt(guard)
+        return self._finished(status)
+
+    def _finished(self, status: str) -> TrainResult:
+        if status == "completed":
+            done = f"finished {self.epoch} epochs"
+        elif status == "early_stopped":
+            done = (f"early stopping after epoch {self.epoch} ({self.plateau_key} did not improve for "
+                    f"{self.config.early_stop} epochs)")
+        else:
+            done = f"time limit of {self.config.time_limit:g} min reached after epoch {self.epoch}"
+        best = (f"best {self.monitor} {self.best_value:.4f} at epoch {self.best_epoch} -> {self.run_dir / BEST}"
+                if self.best_epoch is not None else "no best checkpoint")
+        message = f"{done}; {best}"
+        if status == "time_limit" and self.epoch < self.config.epochs:
+            message += f"; continue with: numpyseg train --out {self.run_dir} --resume"
+        return TrainResult(status, self.epoch, self.step_in_epoch, self.history, self.best_value,
+                           self.best_epoch, True, message)
+
+    def _interrupted(self, saved: bool, kept_epoch: int | None = None) -> TrainResult:
+        resume = f"numpyseg train --out {self.run_dir} --resume"
+        if saved:
+            where = (f"in epoch {self.epoch + 1} after step {self.step_in_epoch} of {len(self.plan)}"
+                     if self.plan is not None else f"after epoch {self.epoch}")
+            message = f"interrupted {where}; state saved to {self.run_dir / LAST}; resume with: {resume}"
+        elif kept_epoch is not None:
+            message = (f"interrupted; quit without saving; {self.run_dir / LAST} (epoch {kept_epoch}) is "
+                       f"kept; resume with: {resume}")
+        else:
+            message = "interrupted; quit without saving; no checkpoint had been saved yet"
+        return TrainResult("interrupted", self.epoch, self.step_in_epoch, self.history, self.best_value,
+                           self.best_epoch, saved, message)
+
+    def _raw_interrupt(self, guard) -> TrainResult:
+        """A KeyboardInterrupt raised inside a step (second Ctrl-C, or no signal handler)."""
+        if guard.forced or self._updating or self._committing:
+            # The weights or the epoch bookkeeping may be half-updated: keep the file on disk.
+            kept = None
+            if (self.run_dir / LAST).exists():
+                try:
+                    kept = load_checkpoint(self.run_dir / LAST).epoch
+                except CheckpointError:
+                    kept = None
+            return self._interrupted(saved=False, kept_epoch=kept)
+        if self._pending_snapshot is not None:
+            # The step did not finish: undo the random draws it made, so the resumed
+            # run draws them again exactly.
+            self._rollback(self._pending_snapshot)
+        self.save(LAST)
+        return self._interrupted(saved=True)

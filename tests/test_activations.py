@@ -1,0 +1,98 @@
+"""Activations: stable sigmoid, gradient checks, dtype, PyTorch parity, bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from numpyseg.gradcheck import check_module
+from numpyseg.layers.activations import (
+    ReLU,
+    Sigmoid,
+    SiLU,
+    relu_backward,
+    relu_forward,
+    sigmoid,
+    silu_backward,
+    silu_forward,
+)
+
+rel = lambda a, b: np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_is_stable_and_keeps_dtype(dtype):
+    x = np.array([-1000, -100, -20, -1, 0, 1, 20, 100, 1000], dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            s = sigmoid(x)
+    assert s.dtype == dtype
+    assert np.all(np.isfinite(s)) and np.all((s >= 0) & (s <= 1))
+    assert s[0] == 0 and s[-1] == 1 and s[4] == 0.5
+    # relative accuracy in the lower tail, where 1 - sigmoid(-x) would cancel
+    exact = 1 / (1 + np.exp(np.array([100.0, 20.0, 1.0])))
+    # (float32 holds sigmoid(-100) = 3.7e-44 only as a subnormal with a few bits: absolute check)
+    np.testing.assert_allclose(s[1:4], exact, rtol=1e-6 if dtype == np.float32 else 1e-14, atol=1e-44)
+    np.testing.assert_allclose(s + sigmoid(-x), 1, rtol=1e-6)
+
+
+def test_sigmoid_of_scalars_and_integers():
+    assert sigmoid(np.float64(0.0)) == 0.5
+    np.testing.assert_allclose(sigmoid(np.array([0, 2])), [0.5, 1 / (1 + np.exp(-2))])
+
+
+def test_silu_and_relu_formulas(rng):
+    x = rng.standard_normal((3, 4, 5, 2))
+    y, cache = silu_forward(x)
+    np.testing.assert_allclose(y, x / (1 + np.exp(-x)), rtol=1e-14)
+    s = 1 / (1 + np.exp(-x))
+    np.testing.assert_allclose(silu_backward(np.ones_like(x), cache), s * (1 + x * (1 - s)), rtol=1e-13)
+    y, cache = relu_forward(x)
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(relu_backward(np.ones_like(x), cache), (x > 0).astype(float))
+    # SiLU at large |x| stays finite: x for x >> 0, -0 for x << 0
+    big = np.array([-1000.0, 1000.0], dtype=np.float32)
+    np.testing.assert_array_equal(SiLU()(big), [0, 1000])
+
+
+@pytest.mark.parametrize("cls", [SiLU, Sigmoid, ReLU])
+@pytest.mark.parametrize("shape", [(2, 4, 5, 3), (3, 3, 2, 1)])
+def test_activation_gradcheck(rng, cls, shape):
+    x = rng.standard_normal(shape) * 3
+    if cls is ReLU:
+        # keep inputs away from the kink at 0, where the function is not differentiable
+        x = np.where(np.abs(x) < 0.05, 0.5, x)
+    report = check_module(cls(), [x], tolerance=1e-6)
+    assert report.passed, report
+
+
+@pytest.mark.parametrize("cls", [SiLU, Sigmoid, ReLU])
+def test_activation_keeps_float32(rng, cls):
+    layer = cls()
+    x = rng.standard_normal((2, 3, 3, 4)).astype(np.float32)
+    assert layer(x).dtype == np.float32
+    assert layer.backward(np.ones_like(x)).dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["SiLU", "ReLU", "Sigmoid"])
+def test_activation_matches_torch(rng, torch, name):
+    layer = {"SiLU": SiLU, "ReLU": ReLU, "Sigmoid": Sigmoid}[name]()
+    tfun = {"SiLU": torch.nn.functional.silu, "ReLU": torch.relu, "Sigmoid": torch.sigmoid}[name]
+    x = (rng.standard_normal((2, 7, 6, 5)) * 4).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    out = layer(x)
+    dx = layer.backward(g)
+    tx = torch.tensor(x, requires_grad=True)  # element-wise: the layout does not matter
+    tout = tfun(tx)
+    tout.backward(torch.tensor(g))
+    assert rel(out, tout.detach().numpy()) < 1e-4
+    assert rel(dx, tx.grad.numpy()) < 1e-4
+
+
+@pytest.mark.parametrize("cls", [SiLU, Sigmoid, ReLU])
+def test_activation_bad_input(cls):
+    with pytest.raises(ValueError, match="floating-point"):
+        cls()(np.ones((1, 2, 2, 1), dtype=np.int32))
+    with pytest.raises(ValueError, match="type list"):
+        cls()([[1.0, 2.0]])

@@ -1,0 +1,173 @@
+"""SpatialAttention and CrossScaleSpatialAttention: formula, gradient check, PyTorch parity."""
+
+import numpy as np
+import pytest
+
+from numpyseg.gradcheck import check_module
+from numpyseg.layers.attention import CrossScaleSpatialAttention, SpatialAttention, _sigmoid
+from numpyseg.kernels.attention import (gate_conv_backward, gate_conv_backward_reference,
+                                        gate_conv_forward, gate_conv_forward_reference)
+from numpyseg.layers.conv import conv2d_backward, conv2d_forward, conv2d_naive
+
+rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def distinct(rng, shape):
+    """Distinct values per pixel so max over channels has a unique arg-max."""
+    return rng.permutation(int(np.prod(shape))).reshape(shape) / np.prod(shape) * 6.0 - 3.0
+
+
+def test_sigmoid_is_stable_and_exact():
+    z = np.array([-1000.0, -30.0, -1.0, 0.0, 2.5, 30.0, 1000.0])
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # exp never overflows
+        s = _sigmoid(z)
+    np.testing.assert_allclose(s[1:-1], 1 / (1 + np.exp(-z[1:-1])), rtol=1e-15, atol=0)
+    assert s[0] == 0.0 and s[-1] == 1.0 and s[3] == 0.5
+    assert _sigmoid(z.astype(np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 6, 3), (3, 8, 7, 1), (2, 9, 9, 16)])
+def test_spatial_attention_formula_and_gradcheck(rng, shape):
+    layer = SpatialAttention(7, rng=rng)
+    x = distinct(rng, shape)
+    a = np.concatenate([x.mean(axis=3, keepdims=True), x.max(axis=3, keepdims=True)], axis=3)
+    expected = x / (1 + np.exp(-conv2d_naive(a, layer.conv.weight.data.astype(np.float64))))
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-10, atol=1e-12)
+    report = check_module(layer, [x])
+    assert report.passed, report
+    assert set(report.errors) == {"input0", "conv.weight"}
+
+
+@pytest.mark.parametrize("shape,c_e,c_d", [((2, 5, 6), 3, 4), ((3, 8, 7), 1, 2), ((2, 9, 9), 16, 16),
+                                           ((2, 4, 4), 5, 1)])
+def test_cross_scale_attention_formula_and_gradcheck(rng, shape, c_e, c_d):
+    layer = CrossScaleSpatialAttention(7, rng=rng)
+    enc = rng.standard_normal(shape + (c_e,))
+    dec = rng.standard_normal(shape + (c_d,))
+    a = np.concatenate([enc.mean(axis=3, keepdims=True), dec.mean(axis=3, keepdims=True)], axis=3)
+    expected = enc / (1 + np.exp(-conv2d_naive(a, layer.conv.weight.data.astype(np.float64))))
+    np.testing.assert_allclose(layer(enc, dec), expected, rtol=1e-10, atol=1e-12)
+    report = check_module(layer, [enc, dec])
+    assert report.passed, report
+    assert set(report.errors) == {"input0", "input1", "conv.weight"}
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_other_kernel_sizes_gradcheck(rng, k):
+    sa, csa = SpatialAttention(k, rng=rng), CrossScaleSpatialAttention(k, rng=rng)
+    assert sa.conv.weight.shape == csa.conv.weight.shape == (k, k, 2, 1)
+    assert check_module(sa, [distinct(rng, (2, 6, 5, 4))]).passed
+    assert check_module(csa, [rng.standard_normal((2, 6, 5, 4)), rng.standard_normal((2, 6, 5, 3))]).passed
+
+
+def test_parameters_are_named_conv_weight():
+    for layer in (SpatialAttention(), CrossScaleSpatialAttention()):
+        assert [(n, p.shape) for n, p in layer.named_parameters()] == [("conv.weight", (7, 7, 2, 1))]
+        assert layer.num_parameters() == 98
+
+
+def test_max_gradient_goes_to_the_first_argmax_channel(rng):
+    # Channels 1 and 3 tie for the max at every pixel: the max path must feed channel 1 only.
+    x = rng.uniform(-1, 0, size=(1, 4, 4, 5))
+    x[..., 1] = x[..., 3] = 2.0
+    layer = SpatialAttention(3, rng=rng)
+    s = layer(x)[..., 1:2] / x[..., 1:2]  # the gate, read off a channel where x = 2
+    g = rng.standard_normal(x.shape)
+    dx = layer.backward(g)
+    # remove the paths every channel shares (product and mean): what is left is the max path
+    common_1 = g[..., 1:2] * s
+    common_3 = g[..., 3:4] * s
+    mean_part = dx[..., 0:1] - g[..., 0:1] * s  # channel 0 gets only the product and mean paths
+    max_part_1 = dx[..., 1:2] - common_1 - mean_part
+    max_part_3 = dx[..., 3:4] - common_3 - mean_part
+    assert np.abs(max_part_1).max() > 1e-3
+    np.testing.assert_allclose(max_part_3, 0, atol=1e-12)
+
+
+def _torch_sa(torch, x, w):
+    a = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)
+    return x * torch.sigmoid(torch.nn.functional.conv2d(a, w, padding=w.shape[-1] // 2))
+
+
+def _torch_csa(torch, enc, dec, w):
+    a = torch.cat([enc.mean(1, keepdim=True), dec.mean(1, keepdim=True)], 1)
+    return enc * torch.sigmoid(torch.nn.functional.conv2d(a, w, padding=w.shape[-1] // 2))
+
+
+def test_spatial_attention_matches_torch(rng, torch):
+    layer = SpatialAttention(7, rng=rng)
+    x = distinct(rng, (2, 11, 10, 6)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    out = layer(x)
+    dx = layer.backward(g)
+    assert out.dtype == dx.dtype == np.float32
+    tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+    tw = torch.tensor(layer.conv.weight.data.transpose(3, 2, 0, 1), requires_grad=True)
+    tout = _torch_sa(torch, tx, tw)
+    tout.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+    assert rel(out, tout.detach().numpy().transpose(0, 2, 3, 1)) < 1e-4
+    assert rel(dx, tx.grad.numpy().transpose(0, 2, 3, 1)) < 1e-4
+    assert rel(layer.conv.weight.grad, tw.grad.numpy().transpose(2, 3, 1, 0)) < 1e-4
+
+
+def test_cross_scale_attention_matches_torch(rng, torch):
+    layer = CrossScaleSpatialAttention(7, rng=rng)
+    enc = rng.standard_normal((2, 11, 10, 6)).astype(np.float32)
+    dec = rng.standard_normal((2, 11, 10, 4)).astype(np.float32)
+    g = rng.standard_normal(enc.shape).astype(np.float32)
+    out = layer(enc, dec)
+    d_enc, d_dec = layer.backward(g)
+    assert out.dtype == d_enc.dtype == d_dec.dtype == np.float32
+    te = torch.tensor(enc.transpose(0, 3, 1, 2), requires_grad=True)
+    td = torch.tensor(dec.transpose(0, 3, 1, 2), requires_grad=True)
+    tw = torch.tensor(layer.conv.weight.data.transpose(3, 2, 0, 1), requires_grad=True)
+    tout = _torch_csa(torch, te, td, tw)
+    tout.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+    assert rel(out, tout.detach().numpy().transpose(0, 2, 3, 1)) < 1e-4
+    assert rel(d_enc, te.grad.numpy().transpose(0, 2, 3, 1)) < 1e-4
+    assert rel(d_dec, td.grad.numpy().transpose(0, 2, 3, 1)) < 1e-4
+    assert rel(layer.conv.weight.grad, tw.grad.numpy().transpose(2, 3, 1, 0)) < 1e-4
+
+
+def test_backward_accumulates_into_the_weight_gradient(rng):
+    layer = CrossScaleSpatialAttention(7, rng=rng)
+    enc, dec = rng.standard_normal((1, 6, 6, 2)), rng.standard_normal((1, 6, 6, 3))
+    g = rng.standard_normal(enc.shape)
+    layer(enc, dec)
+    layer.backward(g)
+    once = layer.conv.weight.grad.copy()
+    layer(enc, dec)
+    layer.backward(g)
+    np.testing.assert_allclose(layer.conv.weight.grad, 2 * once, rtol=1e-6)
+
+
+def test_bad_inputs(rng):
+    with pytest.raises(ValueError, match="NHWC"):
+        SpatialAttention(rng=rng)(rng.standard_normal((4, 4, 2)))
+    with pytest.raises(ValueError, match="floating-point"):
+        SpatialAttention(rng=rng)(np.ones((1, 4, 4, 2), dtype=np.int64))
+    csa = CrossScaleSpatialAttention(rng=rng)
+    with pytest.raises(ValueError, match="same \\(N, H, W\\)"):
+        csa(rng.standard_normal((1, 4, 4, 2)), rng.standard_normal((1, 8, 8, 2)))
+    with pytest.raises(ValueError, match="NHWC"):
+        csa(rng.standard_normal((1, 4, 4, 2)), rng.standard_normal((4, 4, 2)))
+
+
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("shape", [(2, 5, 6, 2), (1, 9, 4, 3), (3, 2, 2, 2)])
+def test_gate_conv_kernels_match_references_and_conv2d(rng, k, shape):
+    a = rng.standard_normal(shape)
+    w = rng.standard_normal((k, k, shape[3], 1))
+    dz = rng.standard_normal(shape[:3] + (1,))
+    z = gate_conv_forward(a, w)
+    np.testing.assert_allclose(z, gate_conv_forward_reference(a, w), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(z, conv2d_naive(a, w), rtol=1e-12, atol=1e-12)
+    da, dw = gate_conv_backward(dz, a, w)
+    da_ref, dw_ref = gate_conv_backward_reference(dz, a, w)
+    np.testing.assert_allclose(da, da_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12)
+    # the same numbers as Conv2d's im2col path
+    _, cache = conv2d_forward(a, w, None)
+    da_conv, dw_conv, _ = conv2d_backward(dz, cache)
+    np.testing.assert_allclose(da, da_conv, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_conv, rtol=1e-12, atol=1e-12)
