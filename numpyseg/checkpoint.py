@@ -24,20 +24,18 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from numpyseg.atomic import atomic_write
+
 FORMAT_NAME = "numpyseg-checkpoint"
 FORMAT_VERSION = 1
 _MODEL, _OPTIM, _META = "model/", "optim/", "meta"
 
-# The process umask can only be read by setting it; done once, at import.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class CheckpointError(ValueError):
@@ -125,38 +123,7 @@ def save_checkpoint(path, model, optimizer=None, *, config: dict, epoch: int,
         arrays.update({_OPTIM + k: np.asarray(v) for k, v in optimizer.state_dict().items()})
     arrays[_META] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    folder = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); use the umask as open() would
-            os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            _write_npz(f, arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_folder(folder)
-    return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return atomic_write(path, lambda f: _write_npz(f, arrays), durable=True)
 
 
 def load_checkpoint(path) -> Checkpoint:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from numpyseg.atomic import atomic_write
 
 # Pillow refuses very large images by default ("decompression bomb"); fundus
 # photographs are at most a few tens of megapixels, so the default is kept.
@@ -254,16 +255,5 @@ def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
         raise ValueError(f"write_png expects (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
                          f"got shape {array.shape}")
     pixels = to_uint8(array)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(np.ascontiguousarray(pixels)).save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    image = Image.fromarray(np.ascontiguousarray(pixels))
+    return atomic_write(path, lambda f: image.save(f, format="PNG"))

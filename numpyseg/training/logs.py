@@ -17,38 +17,14 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
-# The process umask can only be read by setting it; done once, at import.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+from numpyseg.atomic import atomic_write_bytes
 
 #: Columns of history.csv, in order; keys a record lacks are left empty.
 CSV_COLUMNS = ("epoch", "steps", "train_loss", "val_loss", "val_acc", "val_sen", "val_spe", "val_f1",
                "val_iou", "val_mcc", "val_auc", "lr", "images_per_s", "epoch_time_s", "elapsed_s",
                "best")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` via a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); use the umask as open() would
-            os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def _json_value(value):
