@@ -133,18 +133,18 @@ class UNet3(Module):
     def summary(self, input_size=(592, 592), batch=None) -> str:
         """A Keras-style table: layer, output shape, parameters, and the total."""
         h, w = input_size
-        lines = [f"Model: {type(self).__name__}", "-" * 64,
-                 f"{'Layer (type)':<34}{'Output shape':<20}{'Params':>10}", "=" * 64]
+        lines = [f"Model: {type(self).__name__}", "-" * 68,
+                 f"{'Layer (type)':<38}{'Output shape':<20}{'Params':>10}", "=" * 68]
         nb = "None" if batch is None else str(batch)
-        lines.append(f"{'input':<34}{f'({nb}, {h}, {w}, {self.in_channels})':<20}{0:>10,}")
+        lines.append(f"{'input':<38}{f'({nb}, {h}, {w}, {self.in_channels})':<20}{0:>10,}")
         for name, factor, channels in self._rows:
             module = getattr(self, name)
             if module is None:
                 continue
             count = module.num_parameters()
             shape = f"({nb}, {h // factor}, {w // factor}, {channels})"
-            lines.append(f"{f'{name} ({type(module).__name__})':<34}{shape:<20}{count:>10,}")
-        lines += ["=" * 64, f"Total params: {self.num_parameters():,}", "-" * 64]
+            lines.append(f"{f'{name} ({type(module).__name__})':<38}{shape:<20}{count:>10,}")
+        lines += ["=" * 68, f"Total params: {self.num_parameters():,}", "-" * 68]
         return "\n".join(lines)
 
 
