@@ -1,4 +1,4 @@
-"""Conv2d: numba im2col/col2im against NumPy references, gradient check, PyTorch parity."""
+"""Conv2d: numba im2col/col2im and direct kernels against NumPy references, gradient check, PyTorch parity."""
 
 import numpy as np
 import pytest
@@ -64,3 +64,81 @@ def test_conv2d_matches_torch(rng, torch):
     assert rel(dx, tx.grad.numpy().transpose(0, 2, 3, 1)) < 1e-4
     assert rel(layer.weight.grad, tw.grad.numpy().transpose(2, 3, 1, 0)) < 1e-4
     assert rel(layer.bias.grad, tb.grad.numpy()) < 1e-4
+
+
+# ------------------------------------------------------- fast direct kernels
+from numpyseg.kernels.conv_direct import LANES, pack_weights  # noqa: E402
+from numpyseg.layers.conv import (conv2d_backward, conv2d_backward_simple, conv2d_forward,  # noqa: E402
+                                  conv2d_forward_simple)
+
+# (N, H, W, C_in, C_out, k): tiles of 8 pixels with leftovers, C_out not a multiple of 16
+# (partial lane block), C_in not a multiple of 8 (padded weight-gradient tile), the
+# 7x7 few-channel planar path, 1x1, and images narrower than the kernel.
+FAST_CASES = [(2, 7, 9, 3, 4, 3), (1, 8, 19, 16, 16, 3), (2, 9, 6, 2, 1, 7), (1, 6, 13, 20, 33, 3),
+              (2, 5, 5, 16, 1, 1), (1, 3, 2, 5, 17, 3), (1, 10, 11, 9, 16, 5), (1, 4, 3, 1, 2, 7),
+              (3, 6, 21, 8, 32, 3), (1, 5, 12, 16, 3, 3)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", FAST_CASES)
+def test_fast_conv_matches_naive_and_simple(rng, case, dtype):
+    n, h, w, c_in, c_out, k = case
+    x = rng.standard_normal((n, h, w, c_in)).astype(dtype)
+    wt = rng.standard_normal((k, k, c_in, c_out)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    g = rng.standard_normal((n, h, w, c_out)).astype(dtype)
+    tol = dict(rtol=1e-11, atol=1e-11) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+
+    out, cache = conv2d_forward(x, wt, b)
+    out_simple, cache_simple = conv2d_forward_simple(x, wt, b)
+    assert out.dtype == dtype and out.shape == (n, h, w, c_out)
+    np.testing.assert_allclose(out, conv2d_naive(x, wt, b), **tol)
+    np.testing.assert_allclose(out, out_simple, **tol)
+
+    for fast, simple in zip(conv2d_backward(g, cache), conv2d_backward_simple(g, cache_simple)):
+        assert fast.dtype == dtype and fast.shape == simple.shape
+        np.testing.assert_allclose(fast, simple, **tol)
+
+
+def test_fast_conv_backward_matches_im2col_formulas(rng):
+    # dW = cols^T D and dx = col2im(D W^T), written with the NumPy references
+    n, h, w, c_in, c_out, k = 2, 6, 10, 8, 16, 3
+    x = rng.standard_normal((n, h, w, c_in))
+    wt = rng.standard_normal((k, k, c_in, c_out))
+    g = rng.standard_normal((n, h, w, c_out))
+    dx, dw, db = conv2d_backward(g, conv2d_forward(x, wt, None)[1])
+    cols = im2col_reference(x, k).reshape(-1, k * k * c_in)
+    np.testing.assert_allclose(dw, (cols.T @ g.reshape(-1, c_out)).reshape(wt.shape), rtol=1e-12)
+    dcols = (g.reshape(-1, c_out) @ wt.reshape(-1, c_out).T).reshape(n, h, w, k, k, c_in)
+    np.testing.assert_allclose(dx, col2im_reference(dcols, k), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(db, g.sum(axis=(0, 1, 2)), rtol=1e-12)
+
+
+def test_fast_conv_accepts_non_contiguous_input(rng):
+    x = rng.standard_normal((1, 3, 12, 9)).transpose(0, 2, 3, 1)  # (1, 12, 9, 3), a strided view
+    wt = rng.standard_normal((3, 3, 3, 16))
+    out, _ = conv2d_forward(x, wt, None)
+    np.testing.assert_allclose(out, conv2d_naive(x, wt), rtol=1e-11, atol=1e-12)
+
+
+def test_pack_weights_puts_16_output_channels_last(rng):
+    w = rng.standard_normal((3, 3, 4, 20))
+    wp = pack_weights(w)
+    assert wp.shape == (2, 3, 3, 4, LANES) and wp.flags.c_contiguous
+    np.testing.assert_array_equal(wp[1, 2, 0, 3, :4], w[2, 0, 3, 16:])
+    assert not wp[1, ..., 4:].any()  # padding lanes are zero
+
+
+def test_conv2d_layer_float32_matches_simple_path(rng):
+    layer = Conv2d(16, 32, 3, rng=rng)
+    layer.bias.data[:] = rng.standard_normal(32).astype(np.float32)
+    x = rng.standard_normal((2, 16, 24, 16)).astype(np.float32)
+    g = rng.standard_normal((2, 16, 24, 32)).astype(np.float32)
+    out = layer(x)
+    dx = layer.backward(g)
+    out_s, cache = conv2d_forward_simple(x, layer.weight.data, layer.bias.data)
+    dx_s, dw_s, db_s = conv2d_backward_simple(g, cache)
+    rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
+    assert out.dtype == np.float32 and dx.dtype == np.float32
+    assert rel(out, out_s) < 1e-6 and rel(dx, dx_s) < 1e-6
+    assert rel(layer.weight.grad, dw_s) < 1e-6 and rel(layer.bias.grad, db_s) < 1e-6
