@@ -341,3 +341,46 @@ def test_evaluate_on_two_drive_test_images(drive_root, trained, tmp_path, capsys
     assert document["images"] == 2 and document["pad_size"] == [592, 592]
     assert [row["name"] for row in document["fov"]["per_image"]] == ["01_test", "02_test"]
     assert 0.0 <= document["fov"]["mean"]["accuracy"] <= 1.0
+
+
+# ----------------------------------------------------------------------- STARE end to end
+
+
+def test_stare_train_and_evaluate_end_to_end(tmp_path, capsys):
+    """Files in STARE's exact formats (700 x 605 .ppm / .ppm.gz, 'ah' labels as RGB .ppm):
+    train on the training split padded to 704 x 704, score the held-out images."""
+    import gzip
+    import io
+
+    root = tmp_path / "STARE"
+    (root / "stare-images").mkdir(parents=True)
+    (root / "labels-ah").mkdir()
+    names = ["im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081"]
+    for i, name in enumerate(names):
+        sample = make_fundus((605, 700), rng=i)
+        for folder, suffix, array in (
+                ("stare-images", ".ppm", (sample.image * 255).round().astype(np.uint8)),
+                ("labels-ah", ".ah.ppm", np.dstack([sample.label * 255] * 3).astype(np.uint8))):
+            buffer = io.BytesIO()
+            Image.fromarray(array).save(buffer, format="PPM")
+            data = buffer.getvalue()
+            if i % 2:  # half of them gzipped, as the downloads are
+                (root / folder / f"{name}{suffix}.gz").write_bytes(gzip.compress(data))
+            else:
+                (root / folder / f"{name}{suffix}").write_bytes(data)
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "stare", "--data-root", str(root), "--out", str(run), "--batch-size", "2",
+                 "--base-channels", "8", "--epochs", "1", "--steps-per-epoch", "1", "--val-count", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "5 training / 1 validation images" in out and "704x704" in out
+    document = json.loads((run / "history.json").read_text())
+    seen = set(document["train_images"]) | set(document["val_images"])
+    assert seen == set(names) - {"im0004", "im0081"}  # the held-out test images stay unseen
+
+    scores = tmp_path / "scores.json"
+    assert main(["evaluate", "--weights", str(run / "best.npz"), "--dataset", "stare", "--data-root", str(root),
+                 "--json", str(scores)]) == 0
+    result = json.loads(scores.read_text())
+    assert result["split"] == "test" and result["dataset"] == "stare"
+    assert "2 images" in capsys.readouterr().out

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from numpyseg.data.datasets import (
-    Sample, load_chase, load_dataset, load_drive, load_folder, load_stare,
+    Sample, load_chase, load_dataset, load_drive, load_folder, load_stare, stare_split,
 )
 from numpyseg.data.fov import connected_components, derive_fov, fill_holes, largest_component
 from numpyseg.data.io import DataError, read_image, read_label, read_mask, write_png
@@ -284,8 +284,21 @@ def test_load_stare_exact_formats(tmp_path):
         (flat / path.name).write_bytes(path.read_bytes())
     assert [s.name for s in load_dataset("stare", flat, "all")] == ["im0001", "im0002"]
     with pytest.raises(DataError) as error:
-        load_dataset("stare", flat, "test")
-    assert_one_line(error, "no official")
+        load_dataset("stare", flat, "validation")
+    assert_one_line(error, "STARE split")
+
+
+def test_stare_split_holds_out_every_fourth_image_of_the_twenty():
+    names = ["im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081", "im0082",
+             "im0139", "im0162", "im0163", "im0235", "im0236", "im0239", "im0240", "im0255", "im0291",
+             "im0319", "im0324"]
+    pixel = np.zeros((1, 1, 3), np.float32)
+    samples = [Sample(name, pixel, None, np.ones((1, 1), np.uint8)) for name in reversed(names)]
+    test = [s.name for s in stare_split(samples, "test")]
+    training = [s.name for s in stare_split(samples, "training")]
+    assert test == ["im0004", "im0081", "im0163", "im0240", "im0324"]  # as documented
+    assert len(training) == 15 and not set(training) & set(test)
+    assert sorted(training + test) == names == [s.name for s in stare_split(samples, "all")]
 
 
 def test_load_chase_format(tmp_path):

@@ -37,7 +37,8 @@ def add_arguments(parser):
     parser.add_argument("--labels", metavar="DIR", help="--dataset folder: the labels (matched by name)")
     parser.add_argument("--masks", metavar="DIR", help="--dataset folder: FOV masks (default: derived)")
     parser.add_argument("--split", default=None,
-                        help="split to score: test (default), training, or all (STARE: all)")
+                        help="split to score: test (default), training, or all (STARE: numpyseg's held-out "
+                             "split, see numpyseg.data.datasets.STARE_TEST_EVERY)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold for the binary scores (default 0.5)")
     parser.add_argument("--per-image", action="store_true", help="also print one row per image")
@@ -80,8 +81,6 @@ def _load_samples(args):
         return load_folder(args.images, args.labels, args.masks)
     if args.data_root is None:
         raise DataError(f"--dataset {name} needs --data-root DIR (the folder holding the dataset)")
-    if name == "stare":
-        return load_dataset("stare", args.data_root, split or "all")
     return load_dataset(name, args.data_root, split or "test")
 
 
@@ -145,7 +144,7 @@ def run(args) -> int:
     result = evaluate_dataset(probs, [s.label for s in samples], [s.fov for s in samples],
                               threshold=args.threshold, names=[s.name for s in samples])
 
-    split = args.split or ("all" if args.dataset == "stare" else "test")
+    split = args.split or "test"
     pad_text = f"padded to {pad[0]}x{pad[1]}" if pad else "padded to multiples of 8"
     print(f"{checkpoint.config.get('arch', 'model')} ({weights}) on {args.dataset} {split}: {len(samples)} images "
           f"{pad_text}, threshold {args.threshold:g}, {seconds / max(len(samples), 1):.2f} s/image")

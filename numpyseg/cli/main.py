@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["gradcheck", "summary", "train", "evaluate", "predict", "demo", "benchmark"]
+COMMANDS = ["gradcheck", "summary", "train", "evaluate", "predict", "demo", "export", "benchmark"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -224,12 +224,39 @@ def _prefer_plain(paths: list[Path]) -> Path:
     return sorted(paths, key=lambda p: (p.name.lower().endswith(".gz"), str(p)))[0]
 
 
+#: STARE has no official test split.  numpyseg holds out every STARE_TEST_EVERY-th
+#: image in name order (the 4th, 8th, ..., 20th: of the 20 labelled images im0004,
+#: im0081, im0163, im0240 and im0324) as its test split: 15 training / 5 test, a fixed
+#: leave-some-out split that keeps images from the whole collection on both sides.
+STARE_TEST_EVERY = 4
+
+
+def stare_split(samples: list[Sample], split: str) -> list[Sample]:
+    """The 'training', 'test' or 'all' part of the STARE images (see STARE_TEST_EVERY).
+
+    Args:
+        samples: STARE samples (as load_stare returns them; sorted here by name).
+        split: 'training' (every image but the held-out ones), 'test' (every
+            STARE_TEST_EVERY-th image in name order) or 'all'.
+    """
+    ordered = sorted(samples, key=lambda s: s.name)
+    if split == "all":
+        return ordered
+    held_out = {i for i in range(len(ordered)) if i % STARE_TEST_EVERY == STARE_TEST_EVERY - 1}
+    if split == "test":
+        return [s for i, s in enumerate(ordered) if i in held_out]
+    if split == "training":
+        return [s for i, s in enumerate(ordered) if i not in held_out]
+    raise DataError(f"STARE split must be 'training', 'test' or 'all', got {split!r}")
+
+
 def load_stare(root, observer: str = "ah", labelled_only: bool = True) -> list[Sample]:
     """Load STARE: images im0001.ppm(.gz) with labels im0001.ah.ppm(.gz).
 
     Files are searched for by name anywhere below `root` (one flat folder, or
     the downloads' ``stare-images/`` and ``labels-ah/`` subfolders).  The FOV
-    is derived from each image.  STARE has no official training/test split.
+    is derived from each image.  STARE has no official training/test split:
+    `stare_split` gives numpyseg's fixed one.
 
     Args:
         root: a folder holding the files (at any depth).
@@ -424,8 +451,8 @@ def load_dataset(name: str, root=None, split: str = "training", **options) -> li
     Args:
         name: 'drive', 'stare', 'chase' (or 'chase_db1'), 'folder' or 'synthetic'.
         root: the dataset's folder (ignored for 'synthetic').
-        split: 'training', 'test' or 'all' for DRIVE and CHASE_DB1; STARE
-            has no split and accepts only 'all' (or None); for 'folder',
+        split: 'training', 'test' or 'all' for DRIVE, STARE (the held-out split
+            of `stare_split`) and CHASE_DB1; for 'folder',
             ``root/<split>/images`` is used when it exists, else
             ``root/images``; for 'synthetic', 'training' and 'test' are two
             different seeds.
@@ -441,10 +468,7 @@ def load_dataset(name: str, root=None, split: str = "training", **options) -> li
             return load_drive(root, "training", **options) + load_drive(root, "test", **options)
         return load_drive(root, split, **options)
     if key == "stare":
-        if split not in (None, "all"):
-            raise DataError(f"STARE has no official {split!r} split: load split='all' and hold images "
-                            f"out yourself")
-        return load_stare(root, **options)
+        return stare_split(load_stare(root, **options), "all" if split is None else split)
     if key in ("chase", "chase_db1", "chasedb1"):
         return load_chase(root, "all" if split is None else split, **options)
     if key == "folder":

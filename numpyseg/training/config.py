@@ -134,11 +134,40 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
+    def command_line(self, out: str) -> str:
+        """The `numpyseg train` command that defines this run (options left at their
+        defaults are omitted).  Parsing it back gives an equal config (tested)."""
+        defaults = TrainConfig()
+        parts = ["numpyseg", "train"]
+        for f in fields(self):
+            value, default = getattr(self, f.name), getattr(defaults, f.name)
+            if value == default:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                # switches: --no-augment / --no-flip / --no-rot90 turn on-by-default ones off
+                parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
+            elif value is not None:
+                parts += [flag, _shell_word(value)]
+        parts += ["--out", _shell_word(out)]
+        return " ".join(parts)
+
     def model_config(self) -> dict:
         """The dict `numpyseg.models.build_model` takes (stored as the checkpoint's config)."""
         return {"arch": self.arch, "base_channels": int(self.base_channels),
                 "dropblock_rate": float(self.dropblock_rate), "block_size": int(self.block_size),
                 "in_channels": 3}
+
+
+def _shell_word(value) -> str:
+    """A value as one shell word (quoted when it holds spaces or shell characters)."""
+    import shlex
+
+    if isinstance(value, float) and value == int(value) and abs(value) < 1e15:
+        text = repr(value)  # 130.0 stays a float, as argparse reads it back
+    else:
+        text = str(value)
+    return shlex.quote(text)
 
 
 def parse_pos_weight(value) -> float | str:

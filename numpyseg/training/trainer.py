@@ -115,7 +115,7 @@ def load_training_samples(config: TrainConfig):
     elif name == "drive":
         samples = load_dataset("drive", config.data_root, "training")
     elif name == "stare":
-        samples = load_dataset("stare", config.data_root, "all")
+        samples = load_dataset("stare", config.data_root, "training")  # the test images stay unseen
     elif name == "chase":
         samples = load_dataset("chase", config.data_root, "training")
     elif name == "folder":

@@ -1,0 +1,139 @@
+"""Turn a finished training run into a weights file for `predict`, `evaluate` and `demo`.
+
+A run folder (see numpyseg.training.trainer) holds best.npz / last.npz, which carry
+the Adam moments and everything a resume needs: about three times the size of the
+weights.  `export_run` keeps only the model weights, and writes beside them the
+record a reader needs to trust them:
+
+    OUT.npz          the weights (a checkpoint without optimiser state), whose
+                     `extra["training"]` holds the summary below
+    OUT.md           the record: the exact `numpyseg train` command, seed, data and
+                     split, wall time, epochs, and the validation figures of the epoch kept
+    OUT_curves.png   the run's training curves
+
+The command is rebuilt from the run's stored config (TrainConfig.command_line), so
+it is the command that defines the run, whichever way it was typed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from numpyseg.atomic import atomic_write_bytes
+from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpyseg.training.config import TrainConfig
+
+VAL_KEYS = ("val_loss", "val_acc", "val_sen", "val_spe", "val_f1", "val_iou", "val_mcc", "val_auc")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def training_summary(run_dir, which: str = "best") -> dict:
+    """What the record says about a run: config, command, split, time, figures.
+
+    Args:
+        run_dir: a folder written by `numpyseg train`.
+        which: 'best' (best.npz, the epoch with the best monitored score) or 'last'.
+    Raises:
+        ValueError: the folder or its checkpoints are missing or not training states.
+    """
+    run_dir = Path(run_dir)
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+    if not run_dir.is_dir():
+        raise ValueError(f"run folder {run_dir} not found")
+    kept = load_checkpoint(run_dir / f"{which}.npz")
+    final = load_checkpoint(run_dir / "last.npz")
+    for checkpoint in (kept, final):
+        if "train_config" not in checkpoint.extra:
+            raise CheckpointError(f"checkpoint {checkpoint.path}: not a training state written by numpyseg train")
+    config = TrainConfig.from_dict(kept.extra["train_config"])
+    history = final.extra.get("history") or []
+    record = next((r for r in history if r.get("epoch") == kept.epoch), {})
+    return {
+        "command": config.command_line(str(run_dir)),
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "dataset": config.dataset,
+        "train_images": kept.extra.get("train_images", []),
+        "val_images": kept.extra.get("val_images", []),
+        "kept": which,
+        "epoch": kept.epoch,
+        "epochs_run": final.epoch,
+        "monitor": kept.extra.get("monitor"),
+        "elapsed_s_at_epoch": float(kept.extra.get("elapsed_s", 0.0)),
+        "elapsed_s_total": float(final.extra.get("elapsed_s", 0.0)),
+        "validation": {k: record[k] for k in VAL_KEYS if k in record},
+        "lr_at_epoch": record.get("lr"),
+        "num_parameters": kept.extra.get("num_parameters"),
+    }
+
+
+def record_markdown(summary: dict, weights_name: str, curves_name: str | None) -> str:
+    """The human-readable record written beside the weights."""
+    s = summary
+    lines = [
+        f"# {weights_name}",
+        "",
+        f"SA-UNetv2 weights ({s['num_parameters']:,} parameters) trained by numpyseg on the CPU, "
+        f"exported with `numpyseg export`.",
+        "",
+        "## Command",
+        "",
+        "```",
+        s["command"],
+        "```",
+        "",
+        f"- seed: {s['seed']}",
+        f"- data: {s['dataset']} ({s['config'].get('data_root')}), "
+        f"{len(s['train_images'])} training images, {len(s['val_images'])} validation images",
+        f"- training images: {', '.join(s['train_images'])}",
+        f"- validation images: {', '.join(s['val_images'])}",
+        f"- epochs run: {s['epochs_run']}; wall time of the whole run {_minutes(s['elapsed_s_total'])}",
+        f"- kept: the {s['kept']} checkpoint, epoch {s['epoch']} (by {s['monitor']}), "
+        f"reached after {_minutes(s['elapsed_s_at_epoch'])}",
+        "",
+        f"## Validation figures at epoch {s['epoch']} (inside the field of view, threshold 0.5)",
+        "",
+        "| " + " | ".join(k.replace("val_", "") for k in s["validation"]) + " |",
+        "|" + "---|" * len(s["validation"]),
+        "| " + " | ".join(f"{v:.4f}" for v in s["validation"].values()) + " |",
+        "",
+    ]
+    if curves_name:
+        lines += ["## Training curves", "", f"![training curves]({curves_name})", ""]
+    return "\n".join(lines)
+
+
+def export_run(run_dir, out, which: str = "best") -> dict:
+    """Write OUT.npz (weights only), OUT.md (the record) and OUT_curves.png.
+
+    Args:
+        run_dir: a folder written by `numpyseg train`.
+        out: the weights file to write (.npz).
+        which: 'best' or 'last' checkpoint of the run.
+    Returns:
+        The training summary (see training_summary), with the paths written.
+    """
+    from numpyseg.inference import load_model
+
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ValueError(f"the exported weights must be an .npz file, got {out}")
+    summary = training_summary(run_dir, which)
+    model, checkpoint = load_model(Path(run_dir) / f"{which}.npz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, model, None, config=checkpoint.config, epoch=checkpoint.epoch,
+                    extra={"training": summary})
+    curves = Path(run_dir) / "curves.png"
+    curves_out = out.with_name(out.stem + "_curves.png") if curves.exists() else None
+    if curves_out is not None:
+        shutil.copyfile(curves, curves_out)
+    markdown = record_markdown(summary, out.name, curves_out.name if curves_out else None)
+    record_out = out.with_suffix(".md")
+    atomic_write_bytes(record_out, markdown.encode("utf-8"))
+    summary["written"] = [str(p) for p in (out, record_out, curves_out) if p is not None]
+    return summary
