@@ -124,7 +124,9 @@ def check_module(
         module: the layer or model (its mode, e.g. train() with a frozen DropBlock
             mask, is left as the caller set it).
         inputs: the forward inputs (N, H, W, C) arrays.
-        check_inputs: per input, whether to check its gradient (default: all).
+        check_inputs: per input, whether to check its gradient (default: all).  A
+            module whose backward returns None for an input it is asked to check
+            (a model built with input_grad=False) is an error.
 
     Returns:
         A GradcheckReport with the relative error of every checked tensor.
@@ -158,6 +160,11 @@ def check_module(
     for i, (x, dx, flag) in enumerate(zip(xs, dxs, flags)):
         if not flag:
             continue
+        if dx is None:
+            raise ValueError(
+                f"{type(module).__name__}.backward returned no gradient for input {i}: build the "
+                "model with input_grad=True, or pass check_inputs=[False] to skip it"
+            )
         idx = pick_indices(x.size, max_entries, rng)
         numeric = numerical_gradient(loss, x, idx, eps)
         record(f"input{i}", dx.reshape(-1)[idx], numeric)

@@ -121,8 +121,10 @@ def _model(arch):
     def check(seed) -> GradcheckReport:
         from numpyseg.models import build_model
 
-        # two channels per GroupNorm group, so no conv bias is cancelled exactly
-        model = build_model({"arch": arch, "base_channels": 16, "dropblock_rate": 0.0, "seed": seed})
+        # two channels per GroupNorm group, so no conv bias is cancelled exactly;
+        # input_grad: the image gradient, which training skips, is checked too
+        model = build_model({"arch": arch, "base_channels": 16, "dropblock_rate": 0.0, "seed": seed,
+                             "input_grad": True})
         # v1 in eval mode: in training mode a conv bias just before BatchNorm has an
         # exactly zero gradient (BatchNorm removes per-channel constants)
         model.train(arch == "sa_unetv2")

@@ -1,10 +1,18 @@
-"""SpatialAttention and CrossScaleSpatialAttention: formula, gradient check, PyTorch parity."""
+"""SpatialAttention and CrossScaleSpatialAttention: formula, fused kernels vs NumPy references,
+gradient check, PyTorch parity."""
 
 import numpy as np
 import pytest
 
 from numpyseg.gradcheck import check_module
-from numpyseg.layers.attention import CrossScaleSpatialAttention, SpatialAttention, _sigmoid
+from numpyseg.layers.attention import (CrossScaleSpatialAttention, SpatialAttention, _sigmoid,
+                                       cross_scale_attention_backward,
+                                       cross_scale_attention_backward_reference,
+                                       cross_scale_attention_forward,
+                                       cross_scale_attention_forward_reference,
+                                       spatial_attention_backward, spatial_attention_backward_reference,
+                                       spatial_attention_forward, spatial_attention_forward_reference)
+from numpyseg.layers.module import no_grad
 from numpyseg.kernels.attention import (gate_conv_backward, gate_conv_backward_reference,
                                         gate_conv_forward, gate_conv_forward_reference)
 from numpyseg.layers.conv import conv2d_backward, conv2d_forward, conv2d_naive
@@ -171,3 +179,91 @@ def test_gate_conv_kernels_match_references_and_conv2d(rng, k, shape):
     da_conv, dw_conv, _ = conv2d_backward(dz, cache)
     np.testing.assert_allclose(da, da_conv, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, dw_conv, rtol=1e-12, atol=1e-12)
+
+
+# (N, H, W, C): rows shorter and longer than the 7x7 kernel, one channel, the bottleneck's 64
+FUSED_SHAPES = [(2, 5, 6, 3), (3, 8, 7, 1), (2, 9, 9, 16), (1, 12, 37, 64), (2, 3, 2, 5), (1, 1, 11, 4)]
+
+
+def _tolerance(dtype):
+    return dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_spatial_attention_matches_reference(rng, shape, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((7, 7, 2, 1)).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    out, cache = spatial_attention_forward(x, w)
+    out_ref, cache_ref = spatial_attention_forward_reference(x, w)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, out_ref, **_tolerance(dtype))
+    (dx, dw), (dx_ref, dw_ref) = spatial_attention_backward(g, cache), spatial_attention_backward_reference(g, cache_ref)
+    assert dx.dtype == dw.dtype == dtype and dw.shape == (7, 7, 2, 1)
+    np.testing.assert_allclose(dx, dx_ref, **_tolerance(dtype))
+    np.testing.assert_allclose(dw, dw_ref, rtol=_tolerance(dtype)["rtol"],
+                               atol=_tolerance(dtype)["atol"] * np.abs(dw_ref).max())
+
+
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_cross_scale_attention_matches_reference(rng, shape, dtype):
+    enc = rng.standard_normal(shape).astype(dtype)
+    dec = rng.standard_normal(shape[:3] + (shape[3] + 2,)).astype(dtype)
+    w = rng.standard_normal((7, 7, 2, 1)).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    out, cache = cross_scale_attention_forward(enc, dec, w)
+    out_ref, cache_ref = cross_scale_attention_forward_reference(enc, dec, w)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, out_ref, **_tolerance(dtype))
+    fast = cross_scale_attention_backward(g, cache)
+    for name, a, r in zip(("d_enc", "d_dec", "dw"), fast, cross_scale_attention_backward_reference(g, cache_ref)):
+        assert a.shape == r.shape and a.dtype == dtype, name
+        np.testing.assert_allclose(a, r, rtol=_tolerance(dtype)["rtol"],
+                                   atol=_tolerance(dtype)["atol"] * max(1.0, np.abs(r).max()), err_msg=name)
+
+
+def test_fused_kernels_on_two_threads(rng, parallel_threads):
+    # rows split over tasks, one dw partial sum per task: the same numbers
+    x = distinct(rng, (2, 13, 10, 6))
+    dec = rng.standard_normal((2, 13, 10, 3))
+    w = rng.standard_normal((7, 7, 2, 1))
+    g = rng.standard_normal(x.shape)
+    out, cache = spatial_attention_forward(x, w)
+    out_ref, cache_ref = spatial_attention_forward_reference(x, w)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
+    for a, r in zip(spatial_attention_backward(g, cache), spatial_attention_backward_reference(g, cache_ref)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+    out, cache = cross_scale_attention_forward(x, dec, w)
+    _, cache_ref = cross_scale_attention_forward_reference(x, dec, w)
+    for a, r in zip(cross_scale_attention_backward(g, cache), cross_scale_attention_backward_reference(g, cache_ref)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+def test_no_grad_keeps_no_cache_and_gives_the_same_output(rng):
+    x = rng.standard_normal((2, 6, 7, 5)).astype(np.float32)
+    dec = rng.standard_normal((2, 6, 7, 3)).astype(np.float32)
+    sa, csa = SpatialAttention(rng=rng), CrossScaleSpatialAttention(rng=rng)
+    out_sa, out_csa = sa(x), csa(x, dec)
+    with no_grad():
+        np.testing.assert_array_equal(sa(x), out_sa)
+        np.testing.assert_array_equal(csa(x, dec), out_csa)
+    assert sa._cache is None and csa._cache is None
+    with pytest.raises(RuntimeError, match="no_grad"):
+        sa.backward(x)
+
+
+def test_fused_layers_accept_non_contiguous_inputs_and_float64_gradients(rng):
+    layer = CrossScaleSpatialAttention(rng=rng)
+    enc = rng.standard_normal((2, 9, 8, 6)).astype(np.float32)
+    dec = rng.standard_normal((2, 9, 8, 5)).astype(np.float32)
+    g = rng.standard_normal((2, 9, 8, 6))  # float64, as a loss might hand it over
+    out = layer(enc[:, ::-1], dec[..., ::-1])
+    d_enc, d_dec = layer.backward(g[:, ::-1])
+    assert out.dtype == d_enc.dtype == d_dec.dtype == layer.conv.weight.grad.dtype == np.float32
+    ref_out, cache = cross_scale_attention_forward_reference(enc[:, ::-1], dec[..., ::-1], layer.conv.weight.data)
+    ref = cross_scale_attention_backward_reference(g[:, ::-1].astype(np.float32), cache)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-6)
+    for a, r in zip((d_enc, d_dec, layer.conv.weight.grad), ref):
+        np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-5)

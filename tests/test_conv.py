@@ -142,3 +142,20 @@ def test_conv2d_layer_float32_matches_simple_path(rng):
     assert out.dtype == np.float32 and dx.dtype == np.float32
     assert rel(out, out_s) < 1e-6 and rel(dx, dx_s) < 1e-6
     assert rel(layer.weight.grad, dw_s) < 1e-6 and rel(layer.bias.grad, db_s) < 1e-6
+
+
+def test_input_grad_false_skips_dx_only(rng):
+    # the first layer of a network: the image needs no gradient, the parameters do
+    x = rng.standard_normal((2, 7, 9, 3))
+    g = rng.standard_normal((2, 7, 9, 16))
+    full, skipping = Conv2d(3, 16, 3, rng=np.random.default_rng(1)), Conv2d(3, 16, 3, rng=np.random.default_rng(1),
+                                                                          input_grad=False)
+    assert full.needs_input_grad and not skipping.needs_input_grad
+    assert "input_grad=False" in repr(skipping) and "input_grad" not in repr(full)
+    full(x), skipping(x)
+    assert full.backward(g).shape == x.shape
+    assert skipping.backward(g) is None
+    np.testing.assert_array_equal(skipping.weight.grad, full.weight.grad)
+    np.testing.assert_array_equal(skipping.bias.grad, full.bias.grad)
+    report = check_module(skipping, [x], check_inputs=[False])
+    assert report.passed and set(report.errors) == {"weight", "bias"}

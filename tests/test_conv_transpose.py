@@ -1,4 +1,4 @@
-"""ConvTranspose2d: strided kernels vs NumPy references, naive loop, gradient check, PyTorch parity."""
+"""ConvTranspose2d: strided and direct kernels vs NumPy references, naive loop, gradient check, PyTorch parity."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,10 @@ import pytest
 from numpyseg.gradcheck import check_module
 from numpyseg.kernels.transpose import (col2im_strided, col2im_strided_reference, im2col_strided,
                                         im2col_strided_reference)
-from numpyseg.layers.conv_transpose import ConvTranspose2d, conv_transpose2d_naive, same_offset
+from numpyseg.layers.conv_transpose import (ConvTranspose2d, conv_transpose2d_backward,
+                                            conv_transpose2d_backward_im2col, conv_transpose2d_forward,
+                                            conv_transpose2d_forward_im2col, conv_transpose2d_naive,
+                                            same_offset)
 
 rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
 
@@ -76,6 +79,65 @@ def test_gradcheck_other_kernels_and_strides(rng, k, s):
     layer.bias.data[:] = rng.standard_normal(2)
     report = check_module(layer, [rng.standard_normal((2, 3, 4, 3))])
     assert report.passed, report
+
+
+# (N, H, W, C_in, C_out, k, s): rows of whole 8-pixel tiles plus an overlapping last tile
+# (W = 13, 17), exactly one tile (W = 9), rows too narrow for a tile, C_out not a multiple
+# of 16 (partial lane block; padded weight-gradient tile), C_in not a multiple of 8, the
+# SA-UNetv2 up3 channels, and other kernel sizes and strides.
+DIRECT_CASES = [(2, 5, 13, 8, 17, 3, 2), (3, 4, 9, 3, 4, 3, 2), (1, 3, 11, 64, 48, 3, 2),
+                (2, 3, 1, 5, 3, 3, 2), (1, 1, 1, 2, 2, 3, 2), (2, 6, 17, 16, 33, 3, 2),
+                (2, 5, 10, 3, 5, 4, 2), (1, 4, 9, 6, 7, 5, 2), (2, 3, 10, 4, 2, 3, 3),
+                (1, 5, 12, 9, 16, 3, 1), (2, 4, 11, 3, 2, 1, 2), (2, 3, 12, 4, 3, 2, 2)]
+
+
+@pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_kernels_match_im2col_path_and_naive(rng, case, dtype):
+    n, h, w, c_in, c_out, k, s = case
+    x = rng.standard_normal((n, h, w, c_in)).astype(dtype)
+    wt = rng.standard_normal((k, k, c_out, c_in)).astype(dtype)
+    b = rng.standard_normal(c_out).astype(dtype)
+    g = rng.standard_normal((n, s * h, s * w, c_out)).astype(dtype)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
+    out, cache = conv_transpose2d_forward(x, wt, b, s)
+    out_ref, cache_ref = conv_transpose2d_forward_im2col(x, wt, b, s)
+    assert out.shape == (n, s * h, s * w, c_out) and out.dtype == dtype
+    np.testing.assert_allclose(out, out_ref, **tol)
+    np.testing.assert_allclose(out, conv_transpose2d_naive(x.astype(np.float64), wt.astype(np.float64),
+                                                           b.astype(np.float64), s), **tol)
+    fast, ref = conv_transpose2d_backward(g, cache), conv_transpose2d_backward_im2col(g, cache_ref)
+    for name, a, r in zip(("dx", "dw", "db"), fast, ref):
+        assert a.shape == r.shape and a.dtype == dtype, name
+        # dw and db sum over every pixel: compare relative to their size
+        np.testing.assert_allclose(a, r, rtol=tol["rtol"], atol=tol["atol"] * max(1.0, np.abs(r).max()),
+                                   err_msg=name)
+
+
+def test_direct_kernels_on_two_threads(rng, parallel_threads):
+    # the parallel split (rows per task, one weight-gradient partial sum per task) must not change the result
+    x = rng.standard_normal((2, 9, 11, 16))
+    wt = rng.standard_normal((3, 3, 32, 16))
+    g = rng.standard_normal((2, 18, 22, 32))
+    out, cache = conv_transpose2d_forward(x, wt, None)
+    out_ref, cache_ref = conv_transpose2d_forward_im2col(x, wt, None)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
+    for a, r in zip(conv_transpose2d_backward(g, cache), conv_transpose2d_backward_im2col(g, cache_ref)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-10)
+
+
+def test_direct_backward_accepts_non_contiguous_and_float64_gradient(rng):
+    layer = ConvTranspose2d(4, 3, rng=rng)
+    x = rng.standard_normal((2, 5, 9, 4)).astype(np.float32)
+    g = rng.standard_normal((2, 10, 18, 3))  # float64, as a loss might hand it over
+    layer(x[:, :, ::-1])  # a non-contiguous view
+    dx = layer.backward(g[:, :, ::-1])
+    assert dx.dtype == layer.weight.grad.dtype == np.float32
+    _, cache = conv_transpose2d_forward_im2col(np.ascontiguousarray(x[:, :, ::-1]), layer.weight.data,
+                                               layer.bias.data)
+    dx_ref, dw_ref, _ = conv_transpose2d_backward_im2col(np.ascontiguousarray(g[:, :, ::-1], np.float32), cache)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.weight.grad, dw_ref, rtol=1e-4, atol=1e-3)
 
 
 def test_output_is_twice_the_input_and_keras_layout(rng):

@@ -1,5 +1,7 @@
-"""Strided im2col / col2im: the two halves of a stride-s transposed convolution (NHWC).
+"""Stride-s transposed convolution kernels (NHWC): strided im2col / col2im, and direct ones.
 
+Strided im2col / col2im: the two halves of the matrix version
+------------------------------------------------------------------
 Take a stride-s convolution whose input y has size (Ho, Wo) = (s*H, s*W) and whose
 output has size (H, W), with `offset` = p0 zeros before the image (Keras/TensorFlow
 'same': p0 = max(k - s, 0) // 2, which is 0 for k = 3, s = 2).  Its patches are
@@ -15,18 +17,70 @@ for i < H, j < W and kernel offsets di, dj < k.  `im2col_strided` extracts them.
                     over (i, di) with s*i + di - p0 = J and (j, dj) with s*j + dj - p0 = I,
 
 so overlapping patches accumulate.  A transposed convolution is exactly "GEMM, then
-col2im_strided" (the forward of `ConvTranspose2d`), and its backward is
-"im2col_strided, then GEMMs" (a strided convolution of the upstream gradient).
+col2im_strided", and its backward is "im2col_strided, then GEMMs" (a strided
+convolution of the upstream gradient): `conv_transpose2d_forward_im2col` and
+`conv_transpose2d_backward_im2col` in numpyseg/layers/conv_transpose.py.
 
-Each operation has a plain-NumPy reference (`*_reference`), written by slicing at each
-kernel offset, and a numba kernel that the layers use; tests check the two agree.
-Set NUMBA_DISABLE_JIT=1 to step through the kernels in a debugger.
+Direct kernels: what `ConvTranspose2d` uses
+-------------------------------------------
+The column matrix of the GEMM version holds k*k*C_out floats per input pixel (up1 at
+592 x 592: 296 * 296 * 144 floats, 50 MB), written and read back, and every GEMM hands
+the cores to OpenBLAS and back.  The direct kernels compute the same sums tile by tile
+in registers, exactly like numpyseg.kernels.conv_direct does for the ordinary
+convolution (read its docstring for the register tile, `tile_buffer`, `flat_get` and
+the SLP vectoriser): 8 pixels x 16 channels per tile, one `prange` over rows, no
+temporaries, numba's thread pool only.  With x (N, H, W, C_in) and w (k, k, C_out, C_in):
+
+Forward, gathered per output pixel.  Output column q = s*m + phase (m = 0..W-1,
+phase = 0..s-1) receives tap dj from input column (q + p0 - dj) / s when that is a
+whole number, i.e. when dj = phase + p0 - s*e for an integer e, and then it reads
+input column m + e.  So the 8 output pixels q = s*(m0 + u) + phase, u = 0..7, of one
+phase read 8 *consecutive* input pixels m0 + u + e for each of their taps, like the
+stride-1 tile; only the stores are s pixels apart.  Rows likewise (tap di reads input
+row (r + p0 - di) / s).  For k = 3, s = 2, p0 = 0:
+
+    even row r = 2i:  di = 0 (input row i), di = 2 (row i - 1);   odd row 2i+1: di = 1 (row i)
+    even col q = 2m:  dj = 0 (column m),    dj = 2 (column m - 1); odd col 2m+1: dj = 1 (column m)
+
+    out[n, r, q, o] = b[o] + sum over those (di, dj) of sum_c x[n, i, j, c] * w[di, dj, o, c]
+
+so an output pixel sums 4, 2, 2 or 1 taps of C_in values: 9 C_in C_out multiply-adds
+per input pixel, as in the GEMM, none spent on zeros, and every output pixel is
+written by the task of its own row only (a gather: no scatter, no atomics).
+
+Input gradient, a stride-s convolution of dout:
+
+    dx[n, i, j, c] = sum_{di, dj, o} dout[n, s*i + di - p0, s*j + dj - p0, o] * w[di, dj, o, c]
+
+For one input pixel the k taps (dj, o) of kernel row di are k*C_out consecutive floats
+of dout's row (columns s*j - p0 .. s*j - p0 + k - 1), so the tile's inner loop is a
+single loop over them, as in conv_direct; the 8 pixels of a tile start s*C_out floats
+apart.
+
+Weight gradient, CB = 8 input channels x 16 output channels of one tap per tile,
+summed along an input row, one partial sum per task:
+
+    dw[di, dj, o, c] = sum_{n, i, j} x[n, i, j, c] * dout[n, s*i + di - p0, s*j + dj - p0, o]
+
+Pixels whose taps would leave the image sideways (for k = 3, s = 2: the first even
+output column, the last input column in dx) are done one at a time with bounds checks.
+As in conv_direct, the kernels only let mul + add fuse into FMAs (`_FAST`) and never
+reorder sums, so the forward pass and dx are the same for any thread count (dw adds
+one partial sum per task).
+
+Each operation has a plain-NumPy reference (`*_reference` here, `conv_transpose2d_naive`
+and the im2col version in the layer module); tests check they agree.  Set
+NUMBA_DISABLE_JIT=1 to step through the kernels in a debugger.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import prange
+
+from numpyseg.kernels.conv_direct import (_FAST, CB, LANES, PIX, flat_get, pack_bias, pack_weights,
+                                          tile_buffer, with_slp)
 
 
 def _padded_size(n_patches: int, n_image: int, k: int, stride: int, offset: int) -> int:
@@ -137,3 +191,420 @@ def col2im_strided(cols: np.ndarray, stride: int, offset: int, ho: int, wo: int)
     y = np.empty((cols.shape[0], ho, wo, cols.shape[5]), dtype=cols.dtype)
     _col2im_strided_kernel(cols, stride, offset, y)
     return y
+
+
+# ------------------------------------------ direct kernels (no column matrix)
+@numba.njit(fastmath=_FAST, cache=True)
+def _transpose_forward_tile(x, wp, bp, out, n, r, phase, m0, blk, stride, offset):
+    """8 output pixels (n, r, s*(m0+u) + phase), u = 0..7, x 16 channels of block `blk`.
+
+    x (N, H, W, C_in); wp (blocks, k, k, C_in, 16): wp[blk, di, dj, c, t] = w[di, dj, 16 blk + t, c].
+    Every tap of this phase must read inside the image sideways (the caller checks).
+    """
+    h, w, c_in = x.shape[1], x.shape[2], x.shape[3]
+    k = wp.shape[1]
+    dt = out.dtype
+    a0 = tile_buffer(LANES, dt)
+    a1 = tile_buffer(LANES, dt)
+    a2 = tile_buffer(LANES, dt)
+    a3 = tile_buffer(LANES, dt)
+    a4 = tile_buffer(LANES, dt)
+    a5 = tile_buffer(LANES, dt)
+    a6 = tile_buffer(LANES, dt)
+    a7 = tile_buffer(LANES, dt)
+    for t in range(LANES):
+        bias = bp[blk, t]
+        a0[t] = bias
+        a1[t] = bias
+        a2[t] = bias
+        a3[t] = bias
+        a4[t] = bias
+        a5[t] = bias
+        a6[t] = bias
+        a7[t] = bias
+    for di in range(k):
+        rr = r + offset - di
+        if rr < 0 or rr % stride != 0 or rr // stride >= h:
+            continue  # this tap lands on no input row
+        i = rr // stride
+        for dj in range(k):
+            cc = phase + offset - dj
+            if cc % stride != 0:
+                continue  # tap of another column phase
+            r0 = ((n * h + i) * w + m0 + cc // stride) * c_in  # flat x[n, i, m0 + e, 0]
+            r1 = r0 + c_in
+            r2 = r1 + c_in
+            r3 = r2 + c_in
+            r4 = r3 + c_in
+            r5 = r4 + c_in
+            r6 = r5 + c_in
+            r7 = r6 + c_in
+            for c in range(c_in):
+                x0 = flat_get(x, r0 + c)
+                x1 = flat_get(x, r1 + c)
+                x2 = flat_get(x, r2 + c)
+                x3 = flat_get(x, r3 + c)
+                x4 = flat_get(x, r4 + c)
+                x5 = flat_get(x, r5 + c)
+                x6 = flat_get(x, r6 + c)
+                x7 = flat_get(x, r7 + c)
+                for t in range(LANES):
+                    wv = wp[blk, di, dj, c, t]
+                    a0[t] += x0 * wv
+                    a1[t] += x1 * wv
+                    a2[t] += x2 * wv
+                    a3[t] += x3 * wv
+                    a4[t] += x4 * wv
+                    a5[t] += x5 * wv
+                    a6[t] += x6 * wv
+                    a7[t] += x7 * wv
+    o0 = blk * LANES
+    c0 = stride * m0 + phase
+    for t in range(min(LANES, out.shape[3] - o0)):
+        out[n, r, c0, o0 + t] = a0[t]
+        out[n, r, c0 + stride, o0 + t] = a1[t]
+        out[n, r, c0 + 2 * stride, o0 + t] = a2[t]
+        out[n, r, c0 + 3 * stride, o0 + t] = a3[t]
+        out[n, r, c0 + 4 * stride, o0 + t] = a4[t]
+        out[n, r, c0 + 5 * stride, o0 + t] = a5[t]
+        out[n, r, c0 + 6 * stride, o0 + t] = a6[t]
+        out[n, r, c0 + 7 * stride, o0 + t] = a7[t]
+
+
+@numba.njit(fastmath=_FAST, cache=True)
+def _transpose_forward_pixel(x, wp, bp, out, n, r, col, blk, stride, offset):
+    """One output pixel (n, r, col) x 16 channels, with bounds checks (image borders)."""
+    h, w, c_in = x.shape[1], x.shape[2], x.shape[3]
+    k = wp.shape[1]
+    acc = tile_buffer(LANES, out.dtype)
+    for t in range(LANES):
+        acc[t] = bp[blk, t]
+    for di in range(k):
+        rr = r + offset - di
+        if rr < 0 or rr % stride != 0 or rr // stride >= h:
+            continue
+        i = rr // stride
+        for dj in range(k):
+            cc = col + offset - dj
+            if cc < 0 or cc % stride != 0 or cc // stride >= w:
+                continue
+            row = ((n * h + i) * w + cc // stride) * c_in
+            for c in range(c_in):
+                xv = flat_get(x, row + c)
+                for t in range(LANES):
+                    acc[t] += xv * wp[blk, di, dj, c, t]
+    o0 = blk * LANES
+    for t in range(min(LANES, out.shape[3] - o0)):
+        out[n, r, col, o0 + t] = acc[t]
+
+
+@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+def conv_transpose_forward_kernel(x, wp, bp, stride, offset, out):
+    """out = conv_transpose(x, w) + b; x (N, H, W, C_in), wp (blocks, k, k, C_in, 16), out (N, sH, sW, C_out).
+
+    One parallel task per output row.  Within a row, each column phase (c mod s)
+    is done separately: its pixels m whose taps all read inside the image
+    (input columns m + e for every e of the phase) go through 8-pixel tiles, the
+    last one shifted left to end at the border (overlapping pixels are computed
+    twice, identically); the few others pixel by pixel with bounds checks.
+    """
+    n_img, w = x.shape[0], x.shape[2]
+    ho = out.shape[1]
+    blocks, k = wp.shape[0], wp.shape[1]
+    for task in prange(n_img * ho):
+        n = task // ho
+        r = task % ho
+        for phase in range(stride):
+            # input column offsets e = (phase + p0 - dj) / s of this phase's taps
+            e_lo = 0
+            e_hi = 0
+            for dj in range(k):
+                cc = phase + offset - dj
+                if cc % stride == 0:
+                    e_lo = min(e_lo, cc // stride)
+                    e_hi = max(e_hi, cc // stride)
+            m_lo, m_hi = -e_lo, w - e_hi  # pixels m in [m_lo, m_hi) read only inside the image
+            inner = m_hi - m_lo
+            for blk in range(blocks):
+                if inner < PIX:
+                    for m in range(w):
+                        _transpose_forward_pixel(x, wp, bp, out, n, r, stride * m + phase, blk, stride, offset)
+                    continue
+                for m in range(m_lo):
+                    _transpose_forward_pixel(x, wp, bp, out, n, r, stride * m + phase, blk, stride, offset)
+                tiles = inner // PIX
+                for tile in range(tiles):
+                    _transpose_forward_tile(x, wp, bp, out, n, r, phase, m_lo + tile * PIX, blk, stride, offset)
+                if tiles * PIX < inner:
+                    _transpose_forward_tile(x, wp, bp, out, n, r, phase, m_hi - PIX, blk, stride, offset)
+                for m in range(m_hi, w):
+                    _transpose_forward_pixel(x, wp, bp, out, n, r, stride * m + phase, blk, stride, offset)
+
+
+@numba.njit(fastmath=_FAST, cache=True)
+def _transpose_input_grad_tile(dout, wq, dx, n, i, j0, blk, stride, offset):
+    """dx for 8 input pixels (n, i, j0 .. j0+7) x 16 input channels of block `blk`.
+
+    dout (N, sH, sW, C_out); wq (blocks, k, k*C_out, 16): wq[blk, di, dj*C_out + o, t] =
+    w[di, dj, o, 16 blk + t].  All k taps dj must read inside dout sideways.
+    """
+    ho, wo, c_out = dout.shape[1], dout.shape[2], dout.shape[3]
+    k, kc = wq.shape[1], wq.shape[2]
+    dt = dx.dtype
+    a0 = tile_buffer(LANES, dt)
+    a1 = tile_buffer(LANES, dt)
+    a2 = tile_buffer(LANES, dt)
+    a3 = tile_buffer(LANES, dt)
+    a4 = tile_buffer(LANES, dt)
+    a5 = tile_buffer(LANES, dt)
+    a6 = tile_buffer(LANES, dt)
+    a7 = tile_buffer(LANES, dt)
+    for t in range(LANES):
+        a0[t] = 0
+        a1[t] = 0
+        a2[t] = 0
+        a3[t] = 0
+        a4[t] = 0
+        a5[t] = 0
+        a6[t] = 0
+        a7[t] = 0
+    step = stride * c_out  # neighbouring input pixels read dout s pixels apart
+    for di in range(k):
+        r = stride * i + di - offset
+        if r < 0 or r >= ho:
+            continue
+        # the k taps (dj, o) of pixel j0 + u are the k*C_out floats from column s (j0+u) - p0 on
+        r0 = ((n * ho + r) * wo + stride * j0 - offset) * c_out
+        r1 = r0 + step
+        r2 = r1 + step
+        r3 = r2 + step
+        r4 = r3 + step
+        r5 = r4 + step
+        r6 = r5 + step
+        r7 = r6 + step
+        for m in range(kc):
+            d0 = flat_get(dout, r0 + m)
+            d1 = flat_get(dout, r1 + m)
+            d2 = flat_get(dout, r2 + m)
+            d3 = flat_get(dout, r3 + m)
+            d4 = flat_get(dout, r4 + m)
+            d5 = flat_get(dout, r5 + m)
+            d6 = flat_get(dout, r6 + m)
+            d7 = flat_get(dout, r7 + m)
+            for t in range(LANES):
+                wv = wq[blk, di, m, t]
+                a0[t] += d0 * wv
+                a1[t] += d1 * wv
+                a2[t] += d2 * wv
+                a3[t] += d3 * wv
+                a4[t] += d4 * wv
+                a5[t] += d5 * wv
+                a6[t] += d6 * wv
+                a7[t] += d7 * wv
+    c0 = blk * LANES
+    for t in range(min(LANES, dx.shape[3] - c0)):
+        dx[n, i, j0, c0 + t] = a0[t]
+        dx[n, i, j0 + 1, c0 + t] = a1[t]
+        dx[n, i, j0 + 2, c0 + t] = a2[t]
+        dx[n, i, j0 + 3, c0 + t] = a3[t]
+        dx[n, i, j0 + 4, c0 + t] = a4[t]
+        dx[n, i, j0 + 5, c0 + t] = a5[t]
+        dx[n, i, j0 + 6, c0 + t] = a6[t]
+        dx[n, i, j0 + 7, c0 + t] = a7[t]
+
+
+@numba.njit(fastmath=_FAST, cache=True)
+def _transpose_input_grad_pixel(dout, wq, dx, n, i, j, blk, stride, offset):
+    """dx for one input pixel x 16 channels, with bounds checks (image borders)."""
+    ho, wo, c_out = dout.shape[1], dout.shape[2], dout.shape[3]
+    k = wq.shape[1]
+    acc = tile_buffer(LANES, dx.dtype)
+    for t in range(LANES):
+        acc[t] = 0
+    # taps dj whose dout column s j + dj - p0 lies inside, as one run of (dj, o)
+    dj_lo = max(0, offset - stride * j)
+    dj_hi = min(k, wo + offset - stride * j)
+    for di in range(k):
+        r = stride * i + di - offset
+        if r < 0 or r >= ho:
+            continue
+        row = ((n * ho + r) * wo + stride * j + dj_lo - offset) * c_out
+        for m in range((dj_hi - dj_lo) * c_out):
+            dv = flat_get(dout, row + m)
+            for t in range(LANES):
+                acc[t] += dv * wq[blk, di, dj_lo * c_out + m, t]
+    c0 = blk * LANES
+    for t in range(min(LANES, dx.shape[3] - c0)):
+        dx[n, i, j, c0 + t] = acc[t]
+
+
+@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+def conv_transpose_input_grad_kernel(dout, wq, stride, offset, dx):
+    """dx of the transposed convolution: a stride-s convolution of dout (one task per input row).
+
+    Input pixels j whose k taps all read inside dout (0 <= s j - p0 and
+    s j - p0 + k - 1 < sW) go through 8-pixel tiles, the rest pixel by pixel.
+    """
+    n_img, h, w = dx.shape[0], dx.shape[1], dx.shape[2]
+    wo = dout.shape[2]
+    blocks, k = wq.shape[0], wq.shape[1]
+    j_lo = -(-offset // stride)  # ceil(p0 / s)
+    j_hi = max(j_lo, min(w, (wo - k + offset) // stride + 1))
+    inner = j_hi - j_lo
+    for task in prange(n_img * h):
+        n = task // h
+        i = task % h
+        for blk in range(blocks):
+            if inner < PIX:
+                for j in range(w):
+                    _transpose_input_grad_pixel(dout, wq, dx, n, i, j, blk, stride, offset)
+                continue
+            for j in range(j_lo):
+                _transpose_input_grad_pixel(dout, wq, dx, n, i, j, blk, stride, offset)
+            tiles = inner // PIX
+            for tile in range(tiles):
+                _transpose_input_grad_tile(dout, wq, dx, n, i, j_lo + tile * PIX, blk, stride, offset)
+            if tiles * PIX < inner:
+                _transpose_input_grad_tile(dout, wq, dx, n, i, j_hi - PIX, blk, stride, offset)
+            for j in range(j_hi, w):
+                _transpose_input_grad_pixel(dout, wq, dx, n, i, j, blk, stride, offset)
+
+
+@numba.njit(fastmath=_FAST, cache=True)
+def _transpose_wgrad_tile(x, dout, acc, n, i, r, di, dj, c0, blk, stride, offset):
+    """acc[di, dj, c0+q, 16 blk + t] += sum_j x[n, i, j, c0+q] * dout[n, r, s j + dj - p0, 16 blk + t].
+
+    CB = 8 input channels (a0..a7) x 16 output channels of one tap, summed over the
+    input pixels j of row i whose tap (di, dj) lands inside dout's row r = s i + di - p0.
+    """
+    h, w, c_in = x.shape[1], x.shape[2], x.shape[3]
+    ho, wo, c_out = dout.shape[1], dout.shape[2], dout.shape[3]
+    dt = acc.dtype
+    a0 = tile_buffer(LANES, dt)
+    a1 = tile_buffer(LANES, dt)
+    a2 = tile_buffer(LANES, dt)
+    a3 = tile_buffer(LANES, dt)
+    a4 = tile_buffer(LANES, dt)
+    a5 = tile_buffer(LANES, dt)
+    a6 = tile_buffer(LANES, dt)
+    a7 = tile_buffer(LANES, dt)
+    for t in range(LANES):
+        a0[t] = 0
+        a1[t] = 0
+        a2[t] = 0
+        a3[t] = 0
+        a4[t] = 0
+        a5[t] = 0
+        a6[t] = 0
+        a7[t] = 0
+    j_lo = max(0, -((dj - offset) // stride))  # ceil((p0 - dj) / s): column s j + dj - p0 >= 0
+    j_hi = min(w, (wo - 1 + offset - dj) // stride + 1)  # and <= sW - 1
+    xs = ((n * h + i) * w + j_lo) * c_in + c0  # flat x[n, i, j_lo, c0]
+    ds = ((n * ho + r) * wo + stride * j_lo + dj - offset) * c_out + blk * LANES
+    d_step = stride * c_out
+    for jr in range(j_hi - j_lo):
+        xj = xs + jr * c_in
+        x0 = flat_get(x, xj)
+        x1 = flat_get(x, xj + 1)
+        x2 = flat_get(x, xj + 2)
+        x3 = flat_get(x, xj + 3)
+        x4 = flat_get(x, xj + 4)
+        x5 = flat_get(x, xj + 5)
+        x6 = flat_get(x, xj + 6)
+        x7 = flat_get(x, xj + 7)
+        dj0 = ds + jr * d_step
+        for t in range(LANES):
+            g = flat_get(dout, dj0 + t)
+            a0[t] += x0 * g
+            a1[t] += x1 * g
+            a2[t] += x2 * g
+            a3[t] += x3 * g
+            a4[t] += x4 * g
+            a5[t] += x5 * g
+            a6[t] += x6 * g
+            a7[t] += x7 * g
+    o0 = blk * LANES
+    for t in range(LANES):
+        acc[di, dj, c0, o0 + t] += a0[t]
+        acc[di, dj, c0 + 1, o0 + t] += a1[t]
+        acc[di, dj, c0 + 2, o0 + t] += a2[t]
+        acc[di, dj, c0 + 3, o0 + t] += a3[t]
+        acc[di, dj, c0 + 4, o0 + t] += a4[t]
+        acc[di, dj, c0 + 5, o0 + t] += a5[t]
+        acc[di, dj, c0 + 6, o0 + t] += a6[t]
+        acc[di, dj, c0 + 7, o0 + t] += a7[t]
+
+
+@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+def conv_transpose_weight_grad_kernel(x, dout, stride, offset, partial):
+    """partial[t, di, dj, c, o] = the share of task t (input rows t, t+T, ...) of dw[di, dj, o, c].
+
+    For C_in a multiple of CB and C_out a multiple of 16.  No two tasks write the
+    same memory; the caller adds the T partial sums.
+    """
+    n_img, h = x.shape[0], x.shape[1]
+    ho = dout.shape[1]
+    tasks, k, c_in = partial.shape[0], partial.shape[1], partial.shape[3]
+    blocks = dout.shape[3] // LANES
+    for task in prange(tasks):
+        acc = partial[task]
+        acc[:] = 0
+        for row in range(task, n_img * h, tasks):
+            n = row // h
+            i = row % h
+            for di in range(k):
+                r = stride * i + di - offset
+                if r < 0 or r >= ho:
+                    continue
+                for dj in range(k):
+                    for blk in range(blocks):
+                        for c0 in range(0, c_in, CB):
+                            _transpose_wgrad_tile(x, dout, acc, n, i, r, di, dj, c0, blk, stride, offset)
+
+
+# ----------------------------------------------------------- Python wrappers
+def conv_transpose2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                            stride: int, offset: int) -> np.ndarray:
+    """(N, H, W, C_in), w (k, k, C_out, C_in) -> (N, s*H, s*W, C_out), no column matrix."""
+    x = np.ascontiguousarray(x)
+    n, h, wd, _ = x.shape
+    c_out = w.shape[2]
+    wp = pack_weights(w.astype(x.dtype, copy=False).transpose(0, 1, 3, 2))  # lanes over C_out
+    out = np.empty((n, stride * h, stride * wd, c_out), dtype=x.dtype)
+    with with_slp():
+        conv_transpose_forward_kernel(x, wp, pack_bias(b, c_out, x.dtype), stride, offset, out)
+    return out
+
+
+def conv_transpose2d_input_grad_direct(dout: np.ndarray, w: np.ndarray, h: int, wd: int,
+                                       stride: int, offset: int) -> np.ndarray:
+    """dx (N, h, wd, C_in) of the transposed convolution, from dout (N, s*h, s*wd, C_out)."""
+    dout = np.ascontiguousarray(dout)
+    k, _, c_out, c_in = w.shape
+    wq = pack_weights(w.astype(dout.dtype, copy=False))  # (blocks, k, k, C_out, 16), lanes over C_in
+    dx = np.empty((dout.shape[0], h, wd, c_in), dtype=dout.dtype)
+    with with_slp():
+        conv_transpose_input_grad_kernel(dout, wq.reshape(wq.shape[0], k, k * c_out, LANES),
+                                         stride, offset, dx)
+    return dx
+
+
+def conv_transpose2d_weight_grad_direct(x: np.ndarray, dout: np.ndarray, k: int,
+                                        stride: int, offset: int) -> np.ndarray:
+    """dw (k, k, C_out, C_in) of the transposed convolution, summed over the batch and pixels."""
+    x = np.ascontiguousarray(x)
+    dout = np.ascontiguousarray(dout.astype(x.dtype, copy=False))
+    n, h, wd, c_in = x.shape
+    c_out = dout.shape[3]
+    if c_in % CB or c_out % LANES:
+        # zero channels add nothing: pad up to whole tiles (small layers and tests only)
+        xp = np.zeros((n, h, wd, -(-c_in // CB) * CB), dtype=x.dtype)
+        xp[..., :c_in] = x
+        dp = np.zeros(dout.shape[:3] + (-(-c_out // LANES) * LANES,), dtype=x.dtype)
+        dp[..., :c_out] = dout
+        return conv_transpose2d_weight_grad_direct(xp, dp, k, stride, offset)[:, :, :c_out, :c_in].copy()
+    tasks = max(1, min(numba.get_num_threads(), n * h))
+    partial = np.empty((tasks, k, k, c_in, c_out), dtype=x.dtype)
+    with with_slp():
+        conv_transpose_weight_grad_kernel(x, dout, stride, offset, partial)
+    return np.ascontiguousarray(partial.sum(axis=0).transpose(0, 1, 3, 2))

@@ -34,17 +34,33 @@ CrossScaleSpatialAttention, enc (N, H, W, C_e) and dec (N, H, W, C_d):
               d_dec_pc = da_p1 / C_d                   (dec reaches the output only via the gate)
 
 The 98 weights (k = 7) sit in a Conv2d child, so the parameter is named `conv.weight`.
-With a single output channel the convolution is computed directly, without im2col
-(numpyseg/kernels/attention.py): the caches hold a (2 channels), not 98 copies of it.
+
+Two implementations sit side by side:
+
+- `spatial_attention_forward_reference` / `..._backward_reference` (and the CSA ones):
+  the formulas above in NumPy, with the gate convolution of
+  `numpyseg.kernels.attention.gate_conv_*_reference`.  Easy to follow, but every line
+  makes a full-size temporary (dout * x, dout * s, the broadcast d_dec, ...).
+- `spatial_attention_forward` / `..._backward` (used by the layers): numba kernels that
+  fuse the channel statistics into one pass over x, and the gate convolution, sigmoid
+  and scaling into one pass per row, storing only per-pixel maps (a, s, the arg-max);
+  see numpyseg/kernels/attention.py.  Their caches hold x, a (2 planes), s and the
+  arg-max, not 98 copies of a as im2col would.
+
+Tests check both against each other and against the formulas.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.kernels.attention import gate_conv_backward, gate_conv_forward
+from numpyseg.kernels.attention import (cross_scale_attention_backward_fused,
+                                        cross_scale_attention_forward_fused,
+                                        gate_conv_backward_reference, gate_conv_forward_reference,
+                                        spatial_attention_backward_fused,
+                                        spatial_attention_forward_fused)
 from numpyseg.layers.conv import Conv2d
-from numpyseg.layers.module import Module, check_input
+from numpyseg.layers.module import Module, check_input, grad_enabled
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -58,8 +74,8 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------ spatial attention
-def spatial_attention_forward(x: np.ndarray, w: np.ndarray):
-    """out = x * sigma(conv(concat[mean_c x, max_c x]; w)).
+def spatial_attention_forward_reference(x: np.ndarray, w: np.ndarray):
+    """out = x * sigma(conv(concat[mean_c x, max_c x]; w)), in NumPy.
 
     Args:
         x: (N, H, W, C).  w: (k, k, 2, 1).
@@ -68,21 +84,39 @@ def spatial_attention_forward(x: np.ndarray, w: np.ndarray):
     """
     arg = np.argmax(x, axis=3)[..., None]  # first maximum: the channel the max gradient goes to
     a = np.concatenate([x.mean(axis=3, keepdims=True), np.take_along_axis(x, arg, axis=3)], axis=3)
-    s = _sigmoid(gate_conv_forward(a, w))
+    s = _sigmoid(gate_conv_forward_reference(a, w))
     return x * s, (x, arg, a, s, w)
 
 
-def spatial_attention_backward(dout: np.ndarray, cache):
+def spatial_attention_backward_reference(dout: np.ndarray, cache):
     """Returns dx (N, H, W, C) and dw (k, k, 2, 1); derivation in the module docstring."""
     x, arg, a, s, w = cache
     ds = np.sum(dout * x, axis=3, keepdims=True)
     dz = ds * s * (1 - s)
-    da, dw = gate_conv_backward(dz, a, w)
+    da, dw = gate_conv_backward_reference(dz, a, w)
     dx = dout * s
     dx += da[..., :1] / x.shape[3]
     # each pixel has one arg-max channel, so this indexed add never hits an entry twice
     np.put_along_axis(dx, arg, np.take_along_axis(dx, arg, axis=3) + da[..., 1:], axis=3)
     return dx, dw
+
+
+def spatial_attention_forward(x: np.ndarray, w: np.ndarray):
+    """Fused numba version of spatial_attention_forward_reference.
+
+    Returns:
+        out (N, H, W, C) and the cache (x, w, a, arg, s) for the backward; the
+        cache is None under no_grad(), when neither s nor the arg-max is stored.
+    """
+    keep = grad_enabled()
+    out, maps = spatial_attention_forward_fused(x, w, keep)
+    return out, ((x, w) + maps if keep else None)
+
+
+def spatial_attention_backward(dout: np.ndarray, cache):
+    """Fused numba version of spatial_attention_backward_reference: dx (N, H, W, C), dw (k, k, 2, 1)."""
+    x, w, a, arg, s = cache
+    return spatial_attention_backward_fused(dout, x, w, a, arg, s)
 
 
 class SpatialAttention(Module):
@@ -112,8 +146,8 @@ class SpatialAttention(Module):
 
 
 # ------------------------------------------------ cross-scale spatial attention
-def cross_scale_attention_forward(enc: np.ndarray, dec: np.ndarray, w: np.ndarray):
-    """out = enc * sigma(conv(concat[mean_c enc, mean_c dec]; w)).
+def cross_scale_attention_forward_reference(enc: np.ndarray, dec: np.ndarray, w: np.ndarray):
+    """out = enc * sigma(conv(concat[mean_c enc, mean_c dec]; w)), in NumPy.
 
     Args:
         enc: (N, H, W, C_e).  dec: (N, H, W, C_d).  w: (k, k, 2, 1).
@@ -121,20 +155,38 @@ def cross_scale_attention_forward(enc: np.ndarray, dec: np.ndarray, w: np.ndarra
         out (N, H, W, C_e) and the cache for the backward.
     """
     a = np.concatenate([enc.mean(axis=3, keepdims=True), dec.mean(axis=3, keepdims=True)], axis=3)
-    s = _sigmoid(gate_conv_forward(a, w))
+    s = _sigmoid(gate_conv_forward_reference(a, w))
     return enc * s, (enc, dec.shape, a, s, w)
 
 
-def cross_scale_attention_backward(dout: np.ndarray, cache):
+def cross_scale_attention_backward_reference(dout: np.ndarray, cache):
     """Returns d_enc (N, H, W, C_e), d_dec (N, H, W, C_d) and dw (k, k, 2, 1)."""
     enc, dec_shape, a, s, w = cache
     ds = np.sum(dout * enc, axis=3, keepdims=True)
     dz = ds * s * (1 - s)
-    da, dw = gate_conv_backward(dz, a, w)
+    da, dw = gate_conv_backward_reference(dz, a, w)
     d_enc = dout * s
     d_enc += da[..., :1] / enc.shape[3]
     d_dec = np.broadcast_to(da[..., 1:] / dec_shape[3], dec_shape).copy()
     return d_enc, d_dec, dw
+
+
+def cross_scale_attention_forward(enc: np.ndarray, dec: np.ndarray, w: np.ndarray):
+    """Fused numba version of cross_scale_attention_forward_reference.
+
+    Returns:
+        out (N, H, W, C_e) and the cache (enc, C_d, w, a, s) for the backward
+        (None under no_grad()).
+    """
+    keep = grad_enabled()
+    out, maps = cross_scale_attention_forward_fused(enc, dec, w, keep)
+    return out, ((enc, dec.shape[3], w) + maps if keep else None)
+
+
+def cross_scale_attention_backward(dout: np.ndarray, cache):
+    """Fused numba version of the reference: d_enc (N, H, W, C_e), d_dec (N, H, W, C_d), dw (k, k, 2, 1)."""
+    enc, dec_channels, w, a, s = cache
+    return cross_scale_attention_backward_fused(dout, enc, dec_channels, w, a, s)
 
 
 class CrossScaleSpatialAttention(Module):

@@ -105,19 +105,21 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
     return conv2d_direct(x, w, b), (x, w)
 
 
-def conv2d_backward(dout: np.ndarray, cache):
+def conv2d_backward(dout: np.ndarray, cache, input_grad: bool = True):
     """Gradients of conv2d_forward.
 
         dx = conv(dout, w flipped, channels swapped)
         dw[di, dj, c, o] = sum_{n,i,j} x[n, i+di-p, j+dj-p, c] * dout[n, i, j, o]
         db[o] = sum_{n,i,j} dout[n, i, j, o]
 
+    Args:
+        input_grad: compute dx; False skips it (dx is returned as None).
     Returns:
-        dx (N, H, W, C_in), dw (k, k, C_in, C_out), db (C_out,).
+        dx (N, H, W, C_in) or None, dw (k, k, C_in, C_out), db (C_out,).
     """
     x, w = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    dx = conv2d_input_grad_direct(dout, w)
+    dx = conv2d_input_grad_direct(dout, w) if input_grad else None
     dw = conv2d_weight_grad_direct(x, dout, w.shape[0])
     db = conv2d_bias_grad_direct(dout)
     return dx, dw, db
@@ -128,14 +130,22 @@ class Conv2d(Module):
 
     Parameters: weight (k, k, C_in, C_out), he_normal; bias (C_out,), zeros.
     Shapes: (N, H, W, C_in) -> (N, H, W, C_out).
+
+    Args:
+        input_grad: whether backward computes dL/dx (attribute `needs_input_grad`,
+            which can be changed at any time).  The first convolution of a network
+            sees the image, whose gradient no training step uses; computing it there
+            is a whole extra convolution (C_out -> C_in at full resolution), so the
+            models switch it off and that layer's backward returns None.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
-                 bias: bool = True, rng=None):
+                 bias: bool = True, rng=None, input_grad: bool = True):
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"Conv2d 'same' padding needs an odd kernel size, got {kernel_size}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.needs_input_grad = input_grad
         shape = (kernel_size, kernel_size, in_channels, out_channels)
         self.weight = Parameter(he_normal(as_rng(rng), shape))
         self.bias = Parameter(np.zeros(out_channels, dtype=np.float32)) if bias else None
@@ -148,12 +158,14 @@ class Conv2d(Module):
         return out
 
     def backward(self, dout):
-        dx, dw, db = conv2d_backward(dout, self._take_cache())
+        """Adds dL/dweight and dL/dbias; returns dL/dx, or None when needs_input_grad is False."""
+        dx, dw, db = conv2d_backward(dout, self._take_cache(), input_grad=self.needs_input_grad)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db
         return dx
 
     def __repr__(self):
+        extra = "" if self.needs_input_grad else ", input_grad=False"
         return (f"Conv2d({self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"bias={self.bias is not None})")
+                f"bias={self.bias is not None}{extra})")

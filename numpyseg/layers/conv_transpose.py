@@ -31,8 +31,19 @@ the end, so its pixel j is our pixel j + 1: the same numbers, shifted by one pix
 (it drops x0 w0 and keeps x_{H-1} w2).  Weights trained in one convention give a
 one-pixel misregistration in the other.
 
-Computation (the adjoint of a strided convolution, DeZero style).  With
-X = x as (N*H*W, C_in) and W2 = w.reshape(k*k*C_out, C_in):
+Backward, for an upstream gradient dout of shape (N, s*H, s*W, C_out) (in 2-D, with
+r = s*i + di - p0 and q = s*j + dj - p0 the output pixel that tap (di, dj) of input
+pixel (i, j) paints, and terms outside the output dropped):
+
+    dx[n, i, j, c]    = sum_{di, dj, o} dout[n, r, q, o] * w[di, dj, o, c]   (a stride-s convolution of dout)
+    dw[di, dj, o, c]  = sum_{n, i, j} x[n, i, j, c] * dout[n, r, q, o]
+    db[o]             = sum_{n, r, q} dout[n, r, q, o]
+
+Two implementations sit side by side:
+
+- `conv_transpose2d_forward_im2col` / `conv_transpose2d_backward_im2col`: the adjoint of
+  a strided convolution as matrices (DeZero style).  With X = x as (N*H*W, C_in) and
+  W2 = w.reshape(k*k*C_out, C_in):
 
     forward:   cols = X @ W2^T   (N*H*W, k*k*C_out): what each input pixel paints
                out  = col2im_strided(cols) + b       (overlaps add up)
@@ -43,14 +54,25 @@ X = x as (N*H*W, C_in) and W2 = w.reshape(k*k*C_out, C_in):
                dW2  = D^T @ X                (k*k*C_out, C_in) -> dw (k, k, C_out, C_in)
                db   = sum of dout over N, H, W
 
-The kernels live in numpyseg/kernels/transpose.py.
+  Easy to follow, but the column matrix holds 9*C_out floats per input pixel, and
+  the BLAS threads that spin on after each GEMM slow down the numba kernels that
+  follow (both pools want the same cores).
+- `conv_transpose2d_forward` / `conv_transpose2d_backward` (used by `ConvTranspose2d`):
+  direct numba kernels that compute the sums above tile by tile in registers, with
+  no column matrix and no BLAS call; the cache is just (x, w, stride).
+
+Both kinds of kernel live in numpyseg/kernels/transpose.py; tests check them against
+`conv_transpose2d_naive` and against each other.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.kernels.transpose import col2im_strided, im2col_strided
+from numpyseg.kernels.conv_direct import conv2d_bias_grad_direct
+from numpyseg.kernels.transpose import (col2im_strided, conv_transpose2d_direct,
+                                        conv_transpose2d_input_grad_direct,
+                                        conv_transpose2d_weight_grad_direct, im2col_strided)
 from numpyseg.layers.init import as_rng, glorot_uniform
 from numpyseg.layers.module import Module, Parameter, check_input
 
@@ -89,8 +111,8 @@ def conv_transpose2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = 
     return out
 
 
-def conv_transpose2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 2):
-    """Fast transposed convolution: one GEMM, then the numba col2im_strided.
+def conv_transpose2d_forward_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 2):
+    """Transposed convolution as one GEMM, then the numba col2im_strided (the matrix version).
 
     Args:
         x: (N, H, W, C_in).  w: (k, k, C_out, C_in).  b: (C_out,) or None.
@@ -107,8 +129,8 @@ def conv_transpose2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
     return out, (x, w, stride)
 
 
-def conv_transpose2d_backward(dout: np.ndarray, cache):
-    """Gradients of conv_transpose2d_forward.
+def conv_transpose2d_backward_im2col(dout: np.ndarray, cache):
+    """Gradients of conv_transpose2d_forward_im2col: im2col_strided of dout, then two GEMMs.
 
     Args:
         dout: (N, s*H, s*W, C_out).
@@ -123,6 +145,36 @@ def conv_transpose2d_backward(dout: np.ndarray, cache):
     dx = (d2 @ w2).reshape(x.shape)
     dw = (d2.T @ x.reshape(n * h * wd, c_in)).reshape(w.shape)
     db = dout.reshape(-1, c_out).sum(axis=0)
+    return dx, dw, db
+
+
+def conv_transpose2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 2):
+    """Fast transposed convolution (direct numba kernel, no column matrix).
+
+    Args:
+        x: (N, H, W, C_in).  w: (k, k, C_out, C_in).  b: (C_out,) or None.
+    Returns:
+        out (N, s*H, s*W, C_out) and the cache (x, w, stride) for the backward.
+    """
+    out = conv_transpose2d_direct(x, w, b, stride, same_offset(w.shape[0], stride))
+    return out, (x, w, stride)
+
+
+def conv_transpose2d_backward(dout: np.ndarray, cache):
+    """Gradients of conv_transpose2d_forward (direct numba kernels); formulas in the module docstring.
+
+    Args:
+        dout: (N, s*H, s*W, C_out).
+    Returns:
+        dx (N, H, W, C_in), dw (k, k, C_out, C_in), db (C_out,).
+    """
+    x, w, stride = cache
+    k = w.shape[0]
+    p0 = same_offset(k, stride)
+    dout = np.ascontiguousarray(dout, dtype=x.dtype)
+    dx = conv_transpose2d_input_grad_direct(dout, w, x.shape[1], x.shape[2], stride, p0)
+    dw = conv_transpose2d_weight_grad_direct(x, dout, k, stride, p0)
+    db = conv2d_bias_grad_direct(dout)
     return dx, dw, db
 
 

@@ -14,6 +14,14 @@ Both are three-level U-Nets (input sizes: multiples of 8), NHWC in, logits out:
 Every forward step has its backward step, taken in the opposite order; where a
 tensor feeds two consumers (an encoder output goes to the pool *and* to the skip;
 an up-sampled tensor goes to the concat *and* to the CSA), the two gradients add.
+
+The gradient with respect to the image.  Training needs dL/dparameters only; dL/dx
+of the image is never used.  The first convolution (enc1.block1.conv) would spend a
+whole extra convolution on it (16 -> 3 channels over the full 592 x 592 image), so by
+default it skips it (`Conv2d.needs_input_grad = False`) and `backward` returns None.
+The parameter gradients are unchanged.  Pass `input_grad=True` (or set
+`model.input_grad = True`) where dL/dx is wanted: the whole-model gradient check, which
+checks the input gradient too, saliency maps, adversarial examples.
 """
 
 from __future__ import annotations
@@ -37,12 +45,15 @@ class UNet3(Module):
         norm: 'group' (GroupNorm + SiLU) or 'batch' (BatchNorm + ReLU).
         cross_scale_attention: CSA on the skips (v2) or plain skips (v1).
         seed: seeds the initialisation and the DropBlock masks.
+        input_grad: whether backward returns dL/dx for the image (False: returns None
+            and skips that work; see the module docstring).  Also the attribute
+            `input_grad`, which can be changed at any time.
 
     Shapes: (N, H, W, in_channels) -> logits (N, H, W, 1), H and W multiples of 8.
     """
 
     def __init__(self, widths, *, in_channels=3, norm="group", cross_scale_attention=True,
-                 dropblock_rate=0.15, block_size=7, seed=0):
+                 dropblock_rate=0.15, block_size=7, seed=0, input_grad=False):
         super().__init__()
         rng = np.random.default_rng(seed)
         c1, c2, c3, c4 = widths
@@ -51,6 +62,7 @@ class UNet3(Module):
         self.use_csa = cross_scale_attention
         # Attributes are assigned in forward order, so parameters() follows the forward pass.
         self.enc1 = DoubleBlock(in_channels, c1, **opts)
+        self.input_grad = input_grad  # the first convolution's needs_input_grad
         self.pool1 = MaxPool2d()
         self.enc2 = DoubleBlock(c1, c2, **opts)
         self.pool2 = MaxPool2d()
@@ -80,6 +92,15 @@ class UNet3(Module):
                       ("up2", 2, c2), ("csa2", 2, c2), ("cat2", 2, 2 * c2), ("dec2", 2, c2),
                       ("up1", 1, c1), ("csa1", 1, c1), ("cat1", 1, 2 * c1), ("dec1", 1, c1),
                       ("head", 1, 1)]
+
+    @property
+    def input_grad(self) -> bool:
+        """Whether backward computes and returns dL/dx for the image (else None)."""
+        return self.enc1.block1.conv.needs_input_grad
+
+    @input_grad.setter
+    def input_grad(self, value: bool) -> None:
+        self.enc1.block1.conv.needs_input_grad = bool(value)
 
     # ---------------------------------------------------------------- forward
     def _skip(self, csa, cat, enc, up):
@@ -115,7 +136,7 @@ class UNet3(Module):
         return d_enc, d_up + d_up_from_csa
 
     def backward(self, dout):
-        """dout: dL/dlogits (N, H, W, 1).  Fills every Parameter.grad; returns dL/dx."""
+        """dout: dL/dlogits (N, H, W, 1).  Fills every Parameter.grad; returns dL/dx (None unless input_grad)."""
         d = self.dec1.backward(self.head.backward(dout))
         d_e1, d_u1 = self._skip_backward(self.csa1, self.cat1, d)
         d = self.dec2.backward(self.up1.backward(d_u1))
@@ -154,11 +175,12 @@ class SAUNetV2(UNet3):
     With the defaults it has exactly 260,521 parameters.
     """
 
-    def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0):
+    def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0,
+                 input_grad=False):
         c = base_channels
         super().__init__((c, 2 * c, 3 * c, 4 * c), in_channels=in_channels, norm="group",
                          cross_scale_attention=True, dropblock_rate=dropblock_rate,
-                         block_size=block_size, seed=seed)
+                         block_size=block_size, seed=seed, input_grad=input_grad)
         self.config = {"arch": "sa_unetv2", "base_channels": c, "dropblock_rate": dropblock_rate,
                        "block_size": block_size, "in_channels": in_channels}
 
@@ -166,11 +188,12 @@ class SAUNetV2(UNet3):
 class SAUNet(UNet3):
     """SA-UNet (v1): widths c, 2c, 4c, 8c; BatchNorm + ReLU; plain skips."""
 
-    def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0):
+    def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0,
+                 input_grad=False):
         c = base_channels
         super().__init__((c, 2 * c, 4 * c, 8 * c), in_channels=in_channels, norm="batch",
                          cross_scale_attention=False, dropblock_rate=dropblock_rate,
-                         block_size=block_size, seed=seed)
+                         block_size=block_size, seed=seed, input_grad=input_grad)
         self.config = {"arch": "sa_unet", "base_channels": c, "dropblock_rate": dropblock_rate,
                        "block_size": block_size, "in_channels": in_channels}
 
@@ -179,7 +202,11 @@ ARCHITECTURES = {"sa_unetv2": SAUNetV2, "sa_unet": SAUNet}
 
 
 def build_model(config: dict) -> UNet3:
-    """Build a model from its `config` dict (as stored in a checkpoint)."""
+    """Build a model from its `config` dict (as stored in a checkpoint).
+
+    Keys other than 'arch' are constructor arguments, so {"input_grad": True} is
+    accepted too (it is not part of the stored config: it does not change the model).
+    """
     options = dict(config)
     arch = options.pop("arch", None)
     if arch not in ARCHITECTURES:
