@@ -39,6 +39,7 @@ CATEGORIES = {
     "Conv2d": "conv",
     "ConvTranspose2d": "transposed conv",
     "GroupNorm": "norm",
+    "GroupNormSiLU": "norm + activation",
     "BatchNorm2d": "norm",
     "SpatialAttention": "attention",
     "CrossScaleSpatialAttention": "attention",
@@ -49,7 +50,7 @@ CATEGORIES = {
     "DropBlock2d": "dropblock",
     "Concat": "concat",
 }
-CATEGORY_ORDER = ["conv", "transposed conv", "norm", "attention", "pooling", "activation",
+CATEGORY_ORDER = ["conv", "transposed conv", "norm + activation", "norm", "attention", "pooling", "activation",
                   "dropblock", "concat", "loss", "optimiser", "other"]
 
 

@@ -53,6 +53,16 @@ def _groupnorm(seed):
     return check_module(layer, [r.standard_normal((2, 5, 4, 16))])
 
 
+def _groupnorm_silu(seed):
+    from numpyseg.layers.norm import GroupNormSiLU
+
+    r = _rng(seed)
+    layer = GroupNormSiLU(16, 8)
+    layer.weight.data = r.standard_normal(16)
+    layer.bias.data = r.standard_normal(16)
+    return check_module(layer, [r.standard_normal((2, 5, 4, 16))])
+
+
 def _batchnorm(seed):
     from numpyseg.layers.norm import BatchNorm2d
 
@@ -140,6 +150,7 @@ LAYER_CHECKS = [
     ("ConvTranspose2d 3x3 s2", _conv_transpose),
     ("MaxPool2d 2x2", _maxpool),
     ("GroupNorm", _groupnorm),
+    ("GroupNorm + SiLU (fused)", _groupnorm_silu),
     ("BatchNorm2d (train)", _batchnorm),
     ("SiLU", _activation("SiLU")),
     ("ReLU", _activation("ReLU")),

@@ -96,3 +96,43 @@ def test_activation_bad_input(cls):
         cls()(np.ones((1, 2, 2, 1), dtype=np.int32))
     with pytest.raises(ValueError, match="type list"):
         cls()([[1.0, 2.0]])
+
+
+# ------------------------------------------------------------- numba kernels vs NumPy references
+@pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-14)])
+@pytest.mark.parametrize("shape", [(), (7,), (2, 5, 3, 4), (1, 33, 17, 16)])
+def test_kernels_match_numpy_references(rng, dtype, rtol, shape):
+    from numpyseg.layers.activations import (
+        sigmoid_backward, sigmoid_forward, silu_backward_reference, silu_forward_reference,
+    )
+
+    x = (rng.standard_normal(shape) * 8).astype(dtype)
+    if x.size >= 4:
+        x.reshape(-1)[:4] = [100, -100, 0, -1000]  # both tails and the branch point
+    dout = rng.standard_normal(shape).astype(dtype)
+    y_ref, cache_ref = silu_forward_reference(x)
+    y, cache = silu_forward(x)
+    assert y.dtype == dtype and y.shape == x.shape
+    np.testing.assert_allclose(y, y_ref, rtol=rtol, atol=rtol * 1e-3)
+    # absolute slack near silu's minimum, where 1 + x (1 - s) cancels (float32 rounding on both sides)
+    np.testing.assert_allclose(silu_backward(dout, cache), silu_backward_reference(dout, cache_ref),
+                               rtol=rtol, atol=rtol / 2)
+    s, s_cache = sigmoid_forward(x)
+    np.testing.assert_allclose(s, sigmoid(x), rtol=rtol, atol=1e-44)
+    np.testing.assert_allclose(sigmoid_backward(dout, s_cache), dout * sigmoid(x) * (1 - sigmoid(x)),
+                               rtol=rtol, atol=rtol / 2)
+
+
+def test_silu_caches_only_its_input(rng):
+    layer = SiLU()
+    x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+    layer(x)
+    assert layer._cache is x  # s is recomputed in backward, not stored
+    non_contiguous = rng.standard_normal((2, 4, 6, 3))[:, :, ::2]
+    np.testing.assert_allclose(SiLU()(non_contiguous), silu_forward_reference_of(non_contiguous), rtol=1e-14)
+
+
+def silu_forward_reference_of(x):
+    from numpyseg.layers.activations import silu_forward_reference
+
+    return silu_forward_reference(x)[0]

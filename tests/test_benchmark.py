@@ -43,7 +43,8 @@ def test_quick_benchmark_reports_every_figure(tmp_path, capsys):
             results["memory_mb"]["numpyseg"] / results["memory_mb"]["torch"])
     # the training-step profile sees every kind of layer the model has, plus loss and optimiser
     profile = results["profile_train_step"]
-    for category in ("conv", "transposed conv", "norm", "attention", "pooling", "activation",
+    # (GroupNorm and SiLU run fused in SA-UNetv2: one category, "norm + activation")
+    for category in ("conv", "transposed conv", "norm + activation", "attention", "pooling",
                      "dropblock", "loss", "optimiser"):
         assert category in profile, category
     assert profile["conv"]["forward"] > 0 and profile["conv"]["backward"] > 0

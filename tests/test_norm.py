@@ -219,3 +219,68 @@ def test_batchnorm_bad_input(rng):
         layer(rng.standard_normal((2, 3, 3, 5)))
     with pytest.raises(ValueError, match="momentum"):
         BatchNorm2d(4, momentum=1.5)
+
+
+# ------------------------------------------------------------------ GroupNorm + SiLU, fused
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+@pytest.mark.parametrize("shape, groups", [((2, 9, 7, 16), 8), ((1, 5, 3, 6), 3), ((3, 4, 4, 8), 1)])
+def test_fused_groupnorm_silu_kernels_match_reference(rng, dtype, tol, shape, groups):
+    from numpyseg.kernels.groupnorm import (
+        groupnorm_silu_backward_fast, groupnorm_silu_backward_reference,
+        groupnorm_silu_forward_fast, groupnorm_silu_forward_reference,
+    )
+
+    c = shape[-1]
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    dout = rng.standard_normal(shape).astype(dtype)
+    y, mean, rstd = groupnorm_silu_forward_fast(x, gamma, beta, groups, 1e-3)
+    y_ref, mean_ref, rstd_ref = groupnorm_silu_forward_reference(x, gamma, beta, groups, 1e-3)
+    assert y.dtype == dtype
+    np.testing.assert_allclose(mean, mean_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rstd, rstd_ref, rtol=1e-10)
+    np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    got = groupnorm_silu_backward_fast(dout, x, gamma, beta, mean, rstd, groups)
+    want = groupnorm_silu_backward_reference(dout, x, gamma, beta, mean_ref, rstd_ref, groups)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * np.abs(w).max())
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 16), (1, 3, 6, 8)])
+def test_fused_groupnorm_silu_gradcheck(rng, shape):
+    from numpyseg.layers.norm import GroupNormSiLU
+
+    layer = GroupNormSiLU(shape[-1], 8 if shape[-1] == 16 else 4)
+    layer.weight.data = rng.standard_normal(shape[-1])
+    layer.bias.data = rng.standard_normal(shape[-1])
+    report = check_module(layer, [rng.standard_normal(shape) * 2], tolerance=1e-6)
+    assert report.passed, report
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_fused_block_equals_groupnorm_then_silu(rng, training):
+    """ConvBlock with the fused layer and with GroupNorm + SiLU: same names, outputs, gradients."""
+    from numpyseg.layers.module import no_grad
+    from numpyseg.models.blocks import ConvBlock
+
+    fused = ConvBlock(5, 16, dropblock_rate=0.2, block_size=3, rng=4).to(np.float64)
+    plain = ConvBlock(5, 16, dropblock_rate=0.2, block_size=3, fused=False, rng=4).to(np.float64)
+    assert [n for n, _ in fused.named_parameters()] == [n for n, _ in plain.named_parameters()]
+    for (_, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
+        a.data = b.data = rng.standard_normal(a.shape)
+    for block in (fused, plain):
+        block.train(training)
+        block.drop.freeze_mask = True
+    x = rng.standard_normal((2, 12, 10, 5))
+    plain(x)
+    fused.drop._frozen = plain.drop._frozen  # one DropBlock mask for both
+    out_f, out_p = fused(x), plain(x)
+    np.testing.assert_allclose(out_f, out_p, rtol=1e-12, atol=1e-13)
+    dout = rng.standard_normal(out_f.shape)
+    fused.zero_grad(), plain.zero_grad()
+    np.testing.assert_allclose(fused.backward(dout), plain.backward(dout), rtol=1e-11, atol=1e-13)
+    for (name, a), (_, b) in zip(fused.named_parameters(), plain.named_parameters()):
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-11, atol=1e-12, err_msg=name)
+    with no_grad():
+        fused(x)
+    assert fused.norm._cache is None

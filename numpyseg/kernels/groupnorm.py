@@ -35,6 +35,16 @@ contiguous):
   weighting by gamma and summing over the channels of a group, mean(g) and
   mean(g * xhat).  Pass 2 (one task per row) writes dx.
 
+GroupNorm followed by SiLU (every SA-UNetv2 block) is fused: with z = gamma * xhat + beta,
+
+    forward:   y  = silu(z) = z * sigmoid(z)        one pass, z never stored
+    backward:  dz = dout * silu'(z),  silu'(z) = s * (1 + z * (1 - s)),  s = sigmoid(z)
+               and then the GroupNorm backward above with dz in place of dout.
+
+z (and so dz) is recomputed from x, mean, rstd, gamma and beta in the backward, so the
+fused layer caches only x and the (N, G) statistics: one pass over memory instead of
+three in the forward, and no cached activation.
+
 The `*_reference` functions compute the same with whole-array NumPy operations;
 tests check that both agree.  Set NUMBA_DISABLE_JIT=1 to step through the kernels.
 """
@@ -43,6 +53,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+from numpyseg.kernels.activations import _sigmoid1
 
 
 # ----------------------------------------------------------------- references
@@ -85,6 +97,26 @@ def groupnorm_backward_reference(dout, x, gamma, mean, rstd, num_groups: int):
     mean_gx = (g * xhat).mean(axis=(1, 2, 4), keepdims=True)
     dx = rstd[:, None, None, :, None] * (g - mean_g - xhat * mean_gx)
     return dx.reshape(n, h, w, c).astype(x.dtype), dgamma, dbeta
+
+
+def groupnorm_silu_forward_reference(x, gamma, beta, num_groups: int, eps: float):
+    """silu(GroupNorm(x)) in plain NumPy (float64 inside); returns y, mean, rstd."""
+    z, mean, rstd = groupnorm_forward_reference(x.astype(np.float64), gamma, beta, num_groups, eps)
+    y = z / (1.0 + np.exp(-z))
+    return y.astype(x.dtype), mean, rstd
+
+
+def groupnorm_silu_backward_reference(dout, x, gamma, beta, mean, rstd, num_groups: int):
+    """Gradients of groupnorm_silu_forward_reference: dz = dout * silu'(z), then GroupNorm's."""
+    n, h, w, c = x.shape
+    cg = c // num_groups
+    xg = x.astype(np.float64).reshape(n, h, w, num_groups, cg)
+    xhat = ((xg - mean[:, None, None, :, None]) * rstd[:, None, None, :, None]).reshape(n, h, w, c)
+    z = xhat * gamma + beta
+    s = 1.0 / (1.0 + np.exp(-z))
+    dz = dout.astype(np.float64) * s * (1.0 + z * (1.0 - s))
+    dx, dgamma, dbeta = groupnorm_backward_reference(dz, x.astype(np.float64), gamma, mean, rstd, num_groups)
+    return dx.astype(x.dtype), dgamma, dbeta
 
 
 # -------------------------------------------------------------- numba kernels
@@ -136,6 +168,43 @@ def _normalize_kernel(x, mean_c, scale_c, beta, y):
 
 
 @numba.njit(parallel=True, cache=True)
+def _normalize_silu_kernel(x, mean_c, scale_c, beta, one, y):
+    """y = silu(z), z = (x - mean_c[n, k]) * scale_c[n, k] + beta[k], one task per image row."""
+    n, h, w, c = x.shape
+    for task in numba.prange(n * h):
+        b = task // h
+        i = task % h
+        for j in range(w):
+            for k in range(c):
+                z = (x[b, i, j, k] - mean_c[b, k]) * scale_c[b, k] + beta[k]
+                y[b, i, j, k] = z * _sigmoid1(z, one)
+
+
+@numba.njit(parallel=True, cache=True)
+def _silu_backward_sums_kernel(dout, x, mean_c, scale_c, beta, one, mean_c64, rstd_c64,
+                               dz, row_sum_d, row_sum_dx):
+    """dz = dout * silu'(z), z recomputed exactly as the forward computed it; and per image
+    row and channel the sums of dz and dz * xhat (float64)."""
+    n, h, w, c = x.shape
+    for task in numba.prange(n * h):
+        b = task // h
+        i = task % h
+        s1 = np.zeros(c)
+        s2 = np.zeros(c)
+        for j in range(w):
+            for k in range(c):
+                z = (x[b, i, j, k] - mean_c[b, k]) * scale_c[b, k] + beta[k]
+                s = _sigmoid1(z, one)
+                d = dout[b, i, j, k] * s * (one + z * (one - s))
+                dz[b, i, j, k] = d
+                s1[k] += d
+                s2[k] += d * ((np.float64(x[b, i, j, k]) - mean_c64[b, k]) * rstd_c64[b, k])
+        for k in range(c):
+            row_sum_d[b, i, k] = s1[k]
+            row_sum_dx[b, i, k] = s2[k]
+
+
+@numba.njit(parallel=True, cache=True)
 def _backward_sums_kernel(dout, x, mean_c, rstd_c, row_sum_d, row_sum_dx):
     """Per image row and channel: sum of dout and of dout * xhat (float64)."""
     n, h, w, c = x.shape
@@ -176,9 +245,8 @@ def _per_channel(values_ng: np.ndarray, cg: int) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(values_ng, cg, axis=1))
 
 
-def groupnorm_forward_fast(x, gamma, beta, num_groups: int, eps: float):
-    """Numba version of `groupnorm_forward_reference` (same arguments and results)."""
-    x = np.ascontiguousarray(x)
+def _group_stats(x, num_groups: int, eps: float):
+    """mean and rstd (N, G) in float64: row statistics combined with Chan's formula."""
     n, h, w, c = x.shape
     cg = c // num_groups
     row_mean = np.empty((n, h, num_groups))
@@ -188,13 +256,72 @@ def groupnorm_forward_fast(x, gamma, beta, num_groups: int, eps: float):
     mean = row_mean.mean(axis=1)
     m2 = row_m2.sum(axis=1) + (w * cg) * ((row_mean - mean[:, None, :]) ** 2).sum(axis=1)
     var = m2 / (h * w * cg)
-    rstd = 1.0 / np.sqrt(var + eps)
+    return mean, 1.0 / np.sqrt(var + eps)
+
+
+def _affine_factors(x, gamma, beta, mean, rstd, num_groups: int):
+    """Per (sample, channel) mean and scale = rstd * gamma, and beta, in x's dtype."""
+    cg = x.shape[3] // num_groups
     dt = x.dtype
     mean_c = _per_channel(mean, cg).astype(dt)
     scale_c = (_per_channel(rstd, cg) * np.asarray(gamma, dtype=np.float64)).astype(dt)
+    return mean_c, scale_c, np.ascontiguousarray(beta, dtype=dt)
+
+
+def groupnorm_forward_fast(x, gamma, beta, num_groups: int, eps: float):
+    """Numba version of `groupnorm_forward_reference` (same arguments and results)."""
+    x = np.ascontiguousarray(x)
+    mean, rstd = _group_stats(x, num_groups, eps)
     y = np.empty_like(x)
-    _normalize_kernel(x, mean_c, scale_c, np.ascontiguousarray(beta, dtype=dt), y)
+    _normalize_kernel(x, *_affine_factors(x, gamma, beta, mean, rstd, num_groups), y)
     return y, mean, rstd
+
+
+def groupnorm_silu_forward_fast(x, gamma, beta, num_groups: int, eps: float):
+    """Numba version of `groupnorm_silu_forward_reference`: silu(GroupNorm(x)), y, mean, rstd."""
+    x = np.ascontiguousarray(x)
+    mean, rstd = _group_stats(x, num_groups, eps)
+    y = np.empty_like(x)
+    _normalize_silu_kernel(x, *_affine_factors(x, gamma, beta, mean, rstd, num_groups), x.dtype.type(1), y)
+    return y, mean, rstd
+
+
+def _input_grad_factors(sum_d, sum_dx, gamma, rstd, rstd_c64, num_groups: int, count: int, dt):
+    """a, c1, c2 (N, C) of dx = a * g_in - c1 - (x - mean) * c2, from the per-channel sums
+    of the incoming gradient g_in and of g_in * xhat (see `_backward_dx_kernel`)."""
+    n, c = sum_d.shape
+    cg = c // num_groups
+    # mean(g) and mean(g * xhat) over each group, g = g_in * gamma
+    mean_g = (sum_d * gamma).reshape(n, num_groups, cg).sum(axis=2) / count
+    mean_gx = (sum_dx * gamma).reshape(n, num_groups, cg).sum(axis=2) / count
+    a_c = (rstd_c64 * gamma).astype(dt)
+    c1_c = _per_channel(rstd * mean_g, cg).astype(dt)
+    c2_c = _per_channel(rstd * rstd * mean_gx, cg).astype(dt)
+    return a_c, c1_c, c2_c
+
+
+def groupnorm_silu_backward_fast(dout, x, gamma, beta, mean, rstd, num_groups: int):
+    """Numba version of `groupnorm_silu_backward_reference`: dx, dgamma, dbeta."""
+    x = np.ascontiguousarray(x)
+    dout = np.ascontiguousarray(dout, dtype=x.dtype)
+    n, h, w, c = x.shape
+    cg = c // num_groups
+    mean_c, scale_c, beta_c = _affine_factors(x, gamma, beta, mean, rstd, num_groups)
+    one = x.dtype.type(1)
+    rstd_c64 = _per_channel(rstd, cg)
+    row_sum_d = np.empty((n, h, c))
+    row_sum_dx = np.empty((n, h, c))
+    # dz is stored once rather than recomputed in the second pass: writing it costs less
+    # than a second exponential per entry; the dx pass then overwrites it in place.
+    dz = np.empty_like(x)
+    _silu_backward_sums_kernel(dout, x, mean_c, scale_c, beta_c, one, _per_channel(mean, cg), rstd_c64,
+                               dz, row_sum_d, row_sum_dx)
+    sum_d = row_sum_d.sum(axis=1)    # (N, C): sum over the image of dz
+    sum_dx = row_sum_dx.sum(axis=1)  # (N, C): sum over the image of dz * xhat
+    gamma = np.asarray(gamma, dtype=np.float64)
+    factors = _input_grad_factors(sum_d, sum_dx, gamma, rstd, rstd_c64, num_groups, h * w * cg, x.dtype)
+    _backward_dx_kernel(dz, x, mean_c, *factors, dz)  # element-wise, so in place is safe
+    return dz, sum_dx.sum(axis=0), sum_d.sum(axis=0)
 
 
 def groupnorm_backward_fast(dout, x, gamma, mean, rstd, num_groups: int):
@@ -213,14 +340,7 @@ def groupnorm_backward_fast(dout, x, gamma, mean, rstd, num_groups: int):
     sum_dx = row_sum_dx.sum(axis=1)  # (N, C): sum over the image of dout * xhat
     dbeta = sum_d.sum(axis=0)
     dgamma = sum_dx.sum(axis=0)
-    count = h * w * cg
-    # mean(g) and mean(g * xhat) over each group, g = dout * gamma
-    mean_g = (sum_d * gamma).reshape(n, num_groups, cg).sum(axis=2) / count
-    mean_gx = (sum_dx * gamma).reshape(n, num_groups, cg).sum(axis=2) / count
-    dt = x.dtype
-    a_c = (rstd_c64 * gamma).astype(dt)
-    c1_c = _per_channel(rstd * mean_g, cg).astype(dt)
-    c2_c = _per_channel(rstd * rstd * mean_gx, cg).astype(dt)
+    factors = _input_grad_factors(sum_d, sum_dx, gamma, rstd, rstd_c64, num_groups, h * w * cg, x.dtype)
     dx = np.empty_like(x)
-    _backward_dx_kernel(dout, x, mean_c64.astype(dt), a_c, c1_c, c2_c, dx)
+    _backward_dx_kernel(dout, x, mean_c64.astype(x.dtype), *factors, dx)
     return dx, dgamma, dbeta

@@ -5,13 +5,17 @@
     relu(x)    = max(x, 0)                     d/dx  = [x > 0]   (0 at x = 0, as PyTorch)
 
 Each has a functional pair `xxx_forward(x) -> (out, cache)`,
-`xxx_backward(dout, cache) -> dx` and a Module class.
+`xxx_backward(dout, cache) -> dx` and a Module class.  Sigmoid and SiLU run as numba
+kernels (numpyseg/kernels/activations.py: one pass over memory instead of five or
+more); the NumPy versions here (`sigmoid`, `silu_forward_reference`,
+`silu_backward_reference`) are the references the tests compare them with.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from numpyseg.kernels.activations import sigmoid_backward_fast, sigmoid_fast, silu_backward_fast, silu_fast
 from numpyseg.layers.module import Module
 
 
@@ -47,29 +51,25 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def sigmoid_forward(x: np.ndarray):
-    """Returns sigmoid(x) and the cache (the output s)."""
-    s = sigmoid(x)
+    """Returns sigmoid(x) (numba kernel) and the cache (the output s)."""
+    s = sigmoid_fast(x)
     return s, s
 
 
 def sigmoid_backward(dout: np.ndarray, cache) -> np.ndarray:
-    """dx = dout * s * (1 - s)."""
-    s = cache
-    dx = 1.0 - s
-    dx *= s
-    dx *= dout
-    return dx
+    """dx = dout * s * (1 - s) (numba kernel)."""
+    return sigmoid_backward_fast(dout, cache)
 
 
 # ----------------------------------------------------------------------- SiLU
-def silu_forward(x: np.ndarray):
-    """y = x * sigmoid(x); the cache is (x, s)."""
+def silu_forward_reference(x: np.ndarray):
+    """NumPy reference: y = x * sigmoid(x); the cache is (x, s)."""
     s = sigmoid(x)
     return x * s, (x, s)
 
 
-def silu_backward(dout: np.ndarray, cache) -> np.ndarray:
-    """dx = dout * s * (1 + x * (1 - s))."""
+def silu_backward_reference(dout: np.ndarray, cache) -> np.ndarray:
+    """NumPy reference: dx = dout * s * (1 + x * (1 - s))."""
     x, s = cache
     dx = 1.0 - s
     dx *= x
@@ -77,6 +77,16 @@ def silu_backward(dout: np.ndarray, cache) -> np.ndarray:
     dx *= s
     dx *= dout
     return dx
+
+
+def silu_forward(x: np.ndarray):
+    """y = x * sigmoid(x) (numba kernel); the cache is x alone (s is recomputed in backward)."""
+    return silu_fast(x), x
+
+
+def silu_backward(dout: np.ndarray, cache) -> np.ndarray:
+    """dx = dout * s * (1 + x * (1 - s)), s = sigmoid(x) recomputed (numba kernel)."""
+    return silu_backward_fast(dout, cache)
 
 
 # ----------------------------------------------------------------------- ReLU

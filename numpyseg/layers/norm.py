@@ -27,7 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.kernels.groupnorm import groupnorm_backward_fast, groupnorm_forward_fast
+from numpyseg.kernels.groupnorm import (
+    groupnorm_backward_fast,
+    groupnorm_forward_fast,
+    groupnorm_silu_backward_fast,
+    groupnorm_silu_forward_fast,
+)
 from numpyseg.layers.module import Module, Parameter, check_input
 
 
@@ -97,6 +102,56 @@ class GroupNorm(Module):
 
     def __repr__(self):
         return f"GroupNorm({self.num_channels}, num_groups={self.num_groups}, eps={self.eps})"
+
+
+# ------------------------------------------------- GroupNorm + SiLU, fused
+def groupnorm_silu_forward(x, gamma, beta, num_groups: int = 8, eps: float = 1e-3):
+    """y = silu(GroupNorm(x)) in one pass (numpyseg.kernels.groupnorm).
+
+    Returns:
+        out (N, H, W, C) in x.dtype, and the cache (x, gamma, beta, mean, rstd, groups):
+        no activation is stored, z = GroupNorm(x) is recomputed in the backward.
+    """
+    out, mean, rstd = groupnorm_silu_forward_fast(x, gamma, beta, num_groups, eps)
+    return out, (x, gamma, beta, mean, rstd, num_groups)
+
+
+def groupnorm_silu_backward(dout, cache):
+    """dz = dout * silu'(z), then GroupNorm's backward; returns dx, dgamma, dbeta."""
+    x, gamma, beta, mean, rstd, num_groups = cache
+    dx, dgamma, dbeta = groupnorm_silu_backward_fast(dout, x, gamma, beta, mean, rstd, num_groups)
+    return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+class GroupNormSiLU(GroupNorm):
+    """silu(GroupNorm(x)): the tail of every SA-UNetv2 block as one fused layer.
+
+    The same function and parameters (weight = gamma, bias = beta, so the same
+    state-dict names) as GroupNorm followed by SiLU.  With z = gamma * xhat + beta:
+
+        y  = z * sigmoid(z)
+        dz = dout * s * (1 + z * (1 - s)),  s = sigmoid(z);  dx, dgamma, dbeta: GroupNorm's with dz
+
+    Why fuse: run separately, GroupNorm writes z, SiLU reads it and writes y, and both
+    keep their input for the backward.  Fused, z lives only in registers: one pass
+    over memory fewer each way, and half the cached activations.
+    Shapes: (N, H, W, C) -> (N, H, W, C).
+    """
+
+    def forward(self, x):
+        check_input("GroupNormSiLU", x, self.num_channels)
+        out, cache = groupnorm_silu_forward(x, self.weight.data, self.bias.data, self.num_groups, self.eps)
+        self._keep(cache)
+        return out
+
+    def backward(self, dout):
+        dx, dgamma, dbeta = groupnorm_silu_backward(dout, self._take_cache())
+        self.weight.grad += dgamma
+        self.bias.grad += dbeta
+        return dx
+
+    def __repr__(self):
+        return f"GroupNormSiLU({self.num_channels}, num_groups={self.num_groups}, eps={self.eps})"
 
 
 # ------------------------------------------------------------------ BatchNorm

@@ -3,6 +3,10 @@
 ConvBlock:  x -> Conv 3x3 'same' -> DropBlock -> Norm -> Activation
             (SA-UNetv2: GroupNorm(8, eps 1e-3) + SiLU; SA-UNet v1: BatchNorm + ReLU)
 
+In SA-UNetv2 GroupNorm and SiLU run as one fused layer, GroupNormSiLU (the same
+function, parameters and parameter names, in one pass over memory); `fused=False`
+builds them as two layers, which the tests check gives the same results.
+
 Its backward is the chain rule read backwards: each child's backward takes the
 gradient of its output and returns the gradient of its input.
 """
@@ -13,7 +17,7 @@ from numpyseg.layers.activations import ReLU, SiLU
 from numpyseg.layers.conv import Conv2d
 from numpyseg.layers.dropblock import DropBlock2d
 from numpyseg.layers.module import Module
-from numpyseg.layers.norm import BatchNorm2d, GroupNorm
+from numpyseg.layers.norm import BatchNorm2d, GroupNorm, GroupNormSiLU
 
 
 class ConvBlock(Module):
@@ -21,27 +25,32 @@ class ConvBlock(Module):
 
     Args:
         norm: 'group' (GroupNorm with `groups` groups, SiLU) or 'batch' (BatchNorm, ReLU).
+        fused: with norm 'group', run GroupNorm + SiLU as the fused GroupNormSiLU layer
+            (self.norm; self.act is then None).  Same parameters and names either way.
     """
 
     def __init__(self, in_channels, out_channels, *, dropblock_rate=0.15, block_size=7,
-                 norm="group", groups=8, rng=None):
+                 norm="group", groups=8, fused=True, rng=None):
         super().__init__()
         self.conv = Conv2d(in_channels, out_channels, 3, rng=rng)
         self.drop = DropBlock2d(dropblock_rate, block_size, rng=rng)
-        if norm == "group":
-            self.norm = GroupNorm(out_channels, groups, eps=1e-3)
-            self.act = SiLU()
+        if norm == "group" and fused:
+            self.norm, self.act = GroupNormSiLU(out_channels, groups, eps=1e-3), None
+        elif norm == "group":
+            self.norm, self.act = GroupNorm(out_channels, groups, eps=1e-3), SiLU()
         elif norm == "batch":
-            self.norm = BatchNorm2d(out_channels, eps=1e-3)
-            self.act = ReLU()
+            self.norm, self.act = BatchNorm2d(out_channels, eps=1e-3), ReLU()
         else:
             raise ValueError(f"norm must be 'group' or 'batch', got {norm!r}")
 
     def forward(self, x):
-        return self.act(self.norm(self.drop(self.conv(x))))
+        out = self.norm(self.drop(self.conv(x)))
+        return out if self.act is None else self.act(out)
 
     def backward(self, dout):
-        return self.conv.backward(self.drop.backward(self.norm.backward(self.act.backward(dout))))
+        if self.act is not None:
+            dout = self.act.backward(dout)
+        return self.conv.backward(self.drop.backward(self.norm.backward(dout)))
 
 
 class DoubleBlock(Module):
