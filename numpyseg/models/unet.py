@@ -114,17 +114,17 @@ class UNet3(Module):
                 f"{type(self).__name__} needs H and W divisible by 8 (three 2x2 poolings), "
                 f"got {x.shape[1]}x{x.shape[2]}: pad the image first"
             )
-        e1 = self.enc1(x)
-        e2 = self.enc2(self.pool1(e1))
-        e3 = self.enc3(self.pool2(e2))
-        b = self.bottleneck2(self.attention(self.bottleneck1(self.pool3(e3))))
-        u3 = self.up3(b)
-        d3 = self.dec3(self._skip(self.csa3, self.cat3, e3, u3))
-        u2 = self.up2(d3)
-        d2 = self.dec2(self._skip(self.csa2, self.cat2, e2, u2))
-        u1 = self.up1(d2)
-        d1 = self.dec1(self._skip(self.csa1, self.cat1, e1, u1))
-        return self.head(d1)
+        skips = [self.enc1(x)]
+        skips.append(self.enc2(self.pool1(skips[-1])))
+        skips.append(self.enc3(self.pool2(skips[-1])))
+        d = self.bottleneck2(self.attention(self.bottleneck1(self.pool3(skips[-1]))))
+        # Each skip is popped, so that once its concatenation is built nothing here holds
+        # it or the up-sampled map: at 592x592 this keeps about 75 MB fewer arrays alive
+        # while the full-resolution decoder runs.
+        d = self.dec3(self._skip(self.csa3, self.cat3, skips.pop(), self.up3(d)))
+        d = self.dec2(self._skip(self.csa2, self.cat2, skips.pop(), self.up2(d)))
+        d = self.dec1(self._skip(self.csa1, self.cat1, skips.pop(), self.up1(d)))
+        return self.head(d)
 
     # --------------------------------------------------------------- backward
     def _skip_backward(self, csa, cat, dout):
