@@ -22,7 +22,8 @@ def config_from_command(command: str) -> TrainConfig:
     words = shlex.split(command)
     assert words[:2] == ["numpyseg", "train"]
     args = build_parser().parse_args(words[1:])
-    given = {k: v for k, v in vars(args).items() if k not in {"command", "run", "out", "resume", "overwrite"}}
+    given = {k: v for k, v in vars(args).items()
+             if k not in {"command", "run", "out", "resume", "overwrite", "argv"}}
     return TrainConfig(**given)
 
 
@@ -63,6 +64,21 @@ def test_export_keeps_weights_only_and_writes_the_record(tmp_path, monkeypatch):
     assert f"epoch {result.best_epoch}" in record and "model_curves.png" in record
     assert (tmp_path / "weights" / "model_curves.png").is_file()
     assert summary["validation"]["val_f1"] == pytest.approx(result.best_value)
+
+
+def test_sessions_are_recorded_and_listed(tmp_path, monkeypatch):
+    monkeypatch.setattr(T.logs, "plot_curves", lambda *a, **k: None)
+    run = tmp_path / "run"
+    options = ["--synthetic-count", "6", "--synthetic-size", "32", "--batch-size", "2", "--base-channels", "8",
+               "--val-count", "2", "--block-size", "3"]
+    assert main(["train", "--out", str(run), "--epochs", "1"] + options) == 0
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2"]) == 0
+    sessions = load_checkpoint(run / "last.npz").extra["sessions"]
+    assert [s["from_epoch"] for s in sessions] == [0, 1]
+    assert sessions[0]["command"].startswith("numpyseg train --out") and "--resume" in sessions[1]["command"]
+    assert main(["export", str(run), "--out", str(tmp_path / "m.npz"), "--last"]) == 0
+    record = (tmp_path / "m.md").read_text()
+    assert sessions[1]["command"] in record and "at epoch 2" in record
 
 
 def test_export_errors_are_one_line(tmp_path, capsys):

@@ -128,7 +128,7 @@ def add_arguments(parser):
                             "is no validation split)")
 
 
-_NOT_CONFIG = {"command", "run", "out", "resume", "overwrite"}
+_NOT_CONFIG = {"command", "run", "out", "resume", "overwrite", "argv"}
 
 
 def run(args) -> int:
@@ -159,7 +159,10 @@ def run(args) -> int:
                              f"--overwrite to start again, or choose another --out")
         config = TrainConfig(**given)
 
-    trainer = Trainer(config, out, resume=args.resume)
+    import shlex
+
+    command = "numpyseg " + shlex.join(args.argv) if getattr(args, "argv", None) else None
+    trainer = Trainer(config, out, resume=args.resume, command=command)
     print(trainer.describe(), flush=True)
     if args.resume:
         where = (f"epoch {trainer.epoch + 1}, step {trainer.step_in_epoch + 1}" if trainer.plan is not None

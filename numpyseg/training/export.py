@@ -69,6 +69,7 @@ def training_summary(run_dir, which: str = "best") -> dict:
         "validation": {k: record[k] for k in VAL_KEYS if k in record},
         "lr_at_epoch": record.get("lr"),
         "num_parameters": kept.extra.get("num_parameters"),
+        "sessions": final.extra.get("sessions", []),
     }
 
 
@@ -103,6 +104,13 @@ def record_markdown(summary: dict, weights_name: str, curves_name: str | None) -
         "| " + " | ".join(f"{v:.4f}" for v in s["validation"].values()) + " |",
         "",
     ]
+    if s.get("sessions"):
+        lines += ["## Sessions (the commands as typed)", ""]
+        for i, session in enumerate(s["sessions"], 1):
+            lines.append(f"{i}. `{session.get('command') or '(not recorded)'}`: started "
+                         f"{session.get('started_utc')} UTC at epoch {session.get('from_epoch', 0) + 1}, "
+                         f"after {_minutes(session.get('elapsed_s_before', 0.0))} of training")
+        lines.append("")
     if curves_name:
         lines += ["## Training curves", "", f"![training curves]({curves_name})", ""]
     return "\n".join(lines)

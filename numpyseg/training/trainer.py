@@ -274,10 +274,14 @@ class Trainer:
         log: called with each progress line (default: print, flushed).
         samples: optional (train, val) lists of Sample to use instead of loading
             the configured dataset (for notebooks and tests).
+        command: the command line that started this session; every session's command,
+            start time and starting epoch are kept in the checkpoints ("sessions").
     """
 
-    def __init__(self, config: TrainConfig, run_dir, *, resume: bool = False, log=None, samples=None):
+    def __init__(self, config: TrainConfig, run_dir, *, resume: bool = False, log=None, samples=None,
+                 command: str | None = None):
         self.config = config
+        self.command = command  # the command line of this session, kept in the run's record
         self.run_dir = Path(run_dir)
         self.log = log or (lambda line: print(line, flush=True))
         if samples is None:
@@ -317,6 +321,7 @@ class Trainer:
         self.best_value: float | None = None
         self.best_epoch: int | None = None
         self.elapsed_before = 0.0          # training time of earlier sessions (resume)
+        self.sessions: list[dict] = []     # one entry per `numpyseg train` session
         self._updating = False
         self._committing = False
         if resume:
@@ -348,6 +353,7 @@ class Trainer:
             "val_images": [s.name for s in self.val_samples],
             "val_pad_size": None if self.val_pad is None else list(self.val_pad),
             "num_parameters": int(self.model.num_parameters()),
+            "sessions": self.sessions,
         }
 
     def _session_time(self) -> float:
@@ -386,6 +392,7 @@ class Trainer:
             self.best_value = extra.get("best_value")
             self.best_epoch = extra.get("best_epoch")
             self.elapsed_before = float(extra.get("elapsed_s", 0.0))
+            self.sessions = list(extra.get("sessions", []))
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {path}: incomplete or mismatched training state "
                                   f"({' '.join(str(error).split())})") from None
@@ -572,6 +579,10 @@ class Trainer:
         c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._session_start = time.monotonic()
+        self.sessions.append({"command": self.command, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S",
+                                                                                  time.gmtime()),
+                              "from_epoch": self.epoch, "from_step": self.step_in_epoch,
+                              "elapsed_s_before": self.elapsed_before})
         self._epoch_times: list[float] = []
         self._pending_snapshot = None
         self.last_loss = None
