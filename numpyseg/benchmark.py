@@ -150,7 +150,8 @@ class NumpysegRunner:
         from numpyseg.models import SAUNetV2
         from numpyseg.optim import Adam
 
-        self.model = SAUNetV2(seed=seed)
+        # no dL/d(image), as in training (and as PyTorch, whose input has no requires_grad)
+        self.model = SAUNetV2(seed=seed, input_grad=False)
         self.optimizer = Adam(self.model.named_parameters(), lr=1e-3)
         self.size = size
 

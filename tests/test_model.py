@@ -81,14 +81,14 @@ def test_whole_model_gradient_check(arch):
 
 
 @pytest.mark.parametrize("cls", [SAUNetV2, SAUNet])
-def test_image_gradient_is_skipped_unless_asked_for(cls):
-    # By default the first convolution skips dL/dx (no training step uses the image
-    # gradient): backward returns None and every parameter gradient is unchanged.
+def test_image_gradient_is_returned_unless_switched_off(cls):
+    # With input_grad=False (as the trainer sets it: no training step uses the image
+    # gradient) backward returns None and every parameter gradient is unchanged.
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2, 16, 24, 3))
     g = rng.standard_normal((2, 16, 24, 1))
-    skipping = cls(base_channels=8, dropblock_rate=0.0, seed=6).to(np.float64).eval()
-    full = cls(base_channels=8, dropblock_rate=0.0, seed=6, input_grad=True).to(np.float64).eval()
+    skipping = cls(base_channels=8, dropblock_rate=0.0, seed=6, input_grad=False).to(np.float64).eval()
+    full = cls(base_channels=8, dropblock_rate=0.0, seed=6).to(np.float64).eval()
     assert not skipping.input_grad and not skipping.enc1.block1.conv.needs_input_grad
     assert full.input_grad and "input_grad" not in full.config  # not part of the architecture
     grads = []
@@ -107,7 +107,7 @@ def test_image_gradient_is_skipped_unless_asked_for(cls):
     assert all(m.needs_input_grad for n, m in skipping.named_modules() if hasattr(m, "needs_input_grad"))
     # the gradient check refuses to check an input gradient it was not given
     with pytest.raises(ValueError, match="input_grad=True"):
-        check_module(cls(base_channels=8, dropblock_rate=0.0), [x], max_entries=1)
+        check_module(cls(base_channels=8, dropblock_rate=0.0, input_grad=False), [x], max_entries=1)
 
 
 def test_conv_bias_before_training_batchnorm_has_zero_gradient():

@@ -12,6 +12,7 @@ import pytest
 from numpyseg.checkpoint import load_checkpoint
 from numpyseg.data.datasets import Sample
 from numpyseg.data.synthetic import make_dataset
+from numpyseg.models import SAUNetV2
 from numpyseg.training import batches
 from numpyseg.training import trainer as T
 from numpyseg.training.config import TrainConfig, merge_for_resume
@@ -325,3 +326,9 @@ def test_sa_unet_v1_and_balanced_pos_weight_train(tmp_path):
     assert checkpoint.config["arch"] == "sa_unet" and type(model).__name__ == "SAUNet"
     prob = predict_proba(model, make_dataset(1, (32, 32), seed=9)[0].image)
     assert prob.shape == (32, 32) and np.all((prob >= 0) & (prob <= 1))
+
+
+def test_trainer_skips_the_image_gradient(tmp_path):
+    trainer = Trainer(tiny(epochs=1), tmp_path / "run", log=lambda line: None)
+    assert trainer.model.input_grad is False  # no step uses dL/d(image)
+    assert SAUNetV2().input_grad is True      # while a model built by hand returns it

@@ -15,13 +15,13 @@ Every forward step has its backward step, taken in the opposite order; where a
 tensor feeds two consumers (an encoder output goes to the pool *and* to the skip;
 an up-sampled tensor goes to the concat *and* to the CSA), the two gradients add.
 
-The gradient with respect to the image.  Training needs dL/dparameters only; dL/dx
-of the image is never used.  The first convolution (enc1.block1.conv) would spend a
-whole extra convolution on it (16 -> 3 channels over the full 592 x 592 image), so by
-default it skips it (`Conv2d.needs_input_grad = False`) and `backward` returns None.
-The parameter gradients are unchanged.  Pass `input_grad=True` (or set
-`model.input_grad = True`) where dL/dx is wanted: the whole-model gradient check, which
-checks the input gradient too, saliency maps, adversarial examples.
+The gradient with respect to the image.  `backward` returns dL/dx, as every layer's
+backward does (the whole-model gradient check checks it; saliency maps use it).
+Training needs dL/dparameters only, and the first convolution (enc1.block1.conv)
+would spend a whole extra convolution on dL/dx (16 -> 3 channels over the full
+592 x 592 image), so the trainer sets `model.input_grad = False`: that convolution
+then skips it (`Conv2d.needs_input_grad = False`), `backward` returns None, and the
+parameter gradients are unchanged.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class UNet3(Module):
     """
 
     def __init__(self, widths, *, in_channels=3, norm="group", cross_scale_attention=True,
-                 dropblock_rate=0.15, block_size=7, seed=0, input_grad=False):
+                 dropblock_rate=0.15, block_size=7, seed=0, input_grad=True):
         super().__init__()
         rng = np.random.default_rng(seed)
         c1, c2, c3, c4 = widths
@@ -176,7 +176,7 @@ class SAUNetV2(UNet3):
     """
 
     def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0,
-                 input_grad=False):
+                 input_grad=True):
         c = base_channels
         super().__init__((c, 2 * c, 3 * c, 4 * c), in_channels=in_channels, norm="group",
                          cross_scale_attention=True, dropblock_rate=dropblock_rate,
@@ -189,7 +189,7 @@ class SAUNet(UNet3):
     """SA-UNet (v1): widths c, 2c, 4c, 8c; BatchNorm + ReLU; plain skips."""
 
     def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0,
-                 input_grad=False):
+                 input_grad=True):
         c = base_channels
         super().__init__((c, 2 * c, 4 * c, 8 * c), in_channels=in_channels, norm="batch",
                          cross_scale_attention=False, dropblock_rate=dropblock_rate,
@@ -204,7 +204,7 @@ ARCHITECTURES = {"sa_unetv2": SAUNetV2, "sa_unet": SAUNet}
 def build_model(config: dict) -> UNet3:
     """Build a model from its `config` dict (as stored in a checkpoint).
 
-    Keys other than 'arch' are constructor arguments, so {"input_grad": True} is
+    Keys other than 'arch' are constructor arguments, so {"input_grad": False} is
     accepted too (it is not part of the stored config: it does not change the model).
     """
     options = dict(config)

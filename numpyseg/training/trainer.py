@@ -305,6 +305,7 @@ class Trainer:
         model_config = config.model_config()
         self.model = build_model({**model_config, "seed": int(config.seed)})
         self.model_config = dict(self.model.config)
+        self.model.input_grad = False  # no step uses dL/d(image): skip that convolution
         self.model.train()
         self.optimizer = Adam(self.model.named_parameters(), lr=config.lr)
         self.scheduler = ReduceLROnPlateau(self.optimizer, factor=config.lr_factor,
