@@ -158,3 +158,26 @@ def test_float32_exponential_is_accurate_to_float32_rounding():
     assert np.max(np.abs(got - want)[normal] / want[normal]) < 3e-7
     assert np.all(got[~normal] == 0) and np.all(want[~normal] < 1.3e-38)  # flushed to zero
     assert run(a)[5] == np.exp(-a[5])  # float64 keeps np.exp
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float16, 1e-3), (np.longdouble, 1e-14)])
+def test_other_float_dtypes_are_computed_in_float64(rng, dtype, rtol):
+    """The kernels are compiled for float32 and float64; float16 and long double still work."""
+    from numpyseg.layers.activations import silu_backward_reference, silu_forward_reference
+
+    x = (rng.standard_normal((3, 5)) * 6).astype(dtype)
+    x[0, :3] = [11, -11, 0]
+    dout = rng.standard_normal((3, 5)).astype(dtype)
+    for cls in (SiLU, Sigmoid):
+        layer = cls()
+        y = layer(x)
+        dx = layer.backward(dout)
+        assert y.dtype == dx.dtype == dtype and y.shape == dx.shape == x.shape
+    y_ref, cache = silu_forward_reference(x.astype(np.float64))
+    silu = SiLU()
+    np.testing.assert_allclose(silu(x).astype(np.float64), y_ref, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(silu.backward(dout).astype(np.float64),
+                               silu_backward_reference(dout.astype(np.float64), cache), rtol=rtol, atol=rtol)
+    # float16 holds sigmoid(-11) = 1.7e-5 only as a subnormal number, with fewer digits
+    np.testing.assert_allclose(Sigmoid()(x).astype(np.float64), sigmoid(x.astype(np.float64)), rtol=rtol,
+                               atol=float(np.finfo(dtype).tiny) * rtol)

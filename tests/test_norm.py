@@ -284,3 +284,71 @@ def test_fused_block_equals_groupnorm_then_silu(rng, training):
     with no_grad():
         fused(x)
     assert fused.norm._cache is None
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_conv_block_gradcheck(rng, fused, training):
+    """Conv -> DropBlock (frozen mask) -> GroupNorm + SiLU, fused and as two layers."""
+    from numpyseg.models.blocks import ConvBlock
+
+    block = ConvBlock(3, 8, dropblock_rate=0.2, block_size=3, groups=4, fused=fused, rng=5)
+    randomise_affine(block.norm, rng)
+    block.train(training)
+    block.drop.freeze_mask = True
+    report = check_module(block, [rng.standard_normal((2, 7, 6, 3))], max_entries=40, tolerance=1e-6)
+    assert report.passed, report
+    assert set(report.errors) == {"input0", "conv.weight", "conv.bias", "norm.weight", "norm.bias"}
+    assert report.zero == []
+
+
+def test_fused_layer_caches_only_its_input_and_statistics(rng):
+    from numpyseg.layers.norm import GroupNormSiLU
+
+    layer = GroupNormSiLU(8, 4)
+    x = rng.standard_normal((2, 5, 6, 8)).astype(np.float32)
+    y = layer(x)
+    assert y.dtype == np.float32
+    big = [a for a in layer._cache if isinstance(a, np.ndarray) and a.size >= x.size]
+    assert len(big) == 1 and big[0] is x  # no normalised or activated copy is kept
+    assert layer._cache[3].shape == layer._cache[4].shape == (2, 4)  # mean, rstd per (sample, group)
+    with no_grad():
+        np.testing.assert_array_equal(layer(x), y)
+    assert layer._cache is None
+
+
+def test_fused_and_unfused_blocks_share_state_dicts(rng):
+    from numpyseg.models.blocks import ConvBlock
+
+    fused = ConvBlock(4, 8, groups=4, rng=1)
+    plain = ConvBlock(4, 8, groups=4, fused=False, rng=2)
+    randomise_affine(fused.norm, rng)
+    state = fused.state_dict()
+    assert set(state) == {"conv.weight", "conv.bias", "norm.weight", "norm.bias"}
+    plain.load_state_dict(state)
+    x = rng.standard_normal((1, 6, 6, 4)).astype(np.float32)
+    fused.eval(), plain.eval()
+    with no_grad():
+        np.testing.assert_allclose(fused(x), plain(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_without_cache_gives_the_same_result(rng, training):
+    """Under no_grad the output is computed in place: same numbers, same running statistics."""
+    layers = [BatchNorm2d(5), BatchNorm2d(5)]
+    for layer in layers:
+        layer.weight.data = (rng.standard_normal(5) + 1).astype(np.float32)
+        layer.bias.data = rng.standard_normal(5).astype(np.float32)
+        layer.running_mean[:] = rng.standard_normal(5)
+        layer.train(training)
+    layers[1].load_state_dict(layers[0].state_dict())
+    x = (rng.standard_normal((2, 4, 3, 5)) * 2 + 1).astype(np.float32)
+    x_before = x.copy()
+    with_cache = layers[0](x)
+    with no_grad():
+        without = layers[1](x)
+    np.testing.assert_array_equal(without, with_cache)
+    np.testing.assert_array_equal(x, x_before)  # the input is never written to
+    for name, value in layers[0].state_dict().items():
+        np.testing.assert_array_equal(layers[1].state_dict()[name], value, err_msg=name)
+    assert layers[1]._cache is None and layers[0]._cache is not None

@@ -16,7 +16,9 @@ Overflow: exp(-|x|) lies in (0, 1] for every x, so with e = exp(-|x|)
 
 never overflows (float32 exp(-x) alone would for x < -88).
 
-Every kernel works on flat, contiguous arrays; the wrappers below accept any shape.
+Every kernel works on flat, contiguous float32 or float64 arrays; the wrappers below
+accept any shape, and compute other float dtypes (float16, long double) in float64 and
+round the result back to the input's dtype.
 
 The exponential.  np.exp inside a numba loop is a call to the C library's scalar exp,
 one number at a time, and it costs more than everything else SiLU does.  For float32
@@ -122,33 +124,41 @@ def _silu_backward_kernel(dout, x, one, dx):
         dx[i] = dout[i] * s * (one + v * (one - s))
 
 
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _flat(a: np.ndarray, dtype=None) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
+def _elementwise(kernel, out_like: np.ndarray, *arrays: np.ndarray) -> np.ndarray:
+    """Run kernel(*flat arrays, one, flat out) and return out, shaped and typed as out_like.
+
+    The kernels are compiled for float32 and float64; other float dtypes are computed
+    in float64 (one temporary per argument) and rounded back once at the end.
+    """
+    dt = out_like.dtype
+    work = dt if dt in _KERNEL_DTYPES else np.dtype(np.float64)
+    out = np.empty(out_like.shape, dtype=work)
+    kernel(*(_flat(a, work) for a in arrays), work.type(1), out.reshape(-1))
+    return out if work == dt else out.astype(dt)
+
+
 def sigmoid_fast(x: np.ndarray) -> np.ndarray:
     """sigmoid(x), any shape, in x's float dtype."""
-    out = np.empty(x.shape, dtype=x.dtype)
-    _sigmoid_kernel(_flat(x), x.dtype.type(1), out.reshape(-1))
-    return out
+    return _elementwise(_sigmoid_kernel, x, x)
 
 
 def sigmoid_backward_fast(dout: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """dx = dout * s * (1 - s), from the forward's output s."""
-    dx = np.empty(s.shape, dtype=s.dtype)
-    _sigmoid_backward_kernel(_flat(dout, s.dtype), _flat(s), s.dtype.type(1), dx.reshape(-1))
-    return dx
+    """dx = dout * s * (1 - s), from the forward's output s; in s's dtype."""
+    return _elementwise(_sigmoid_backward_kernel, s, dout, s)
 
 
 def silu_fast(x: np.ndarray) -> np.ndarray:
     """x * sigmoid(x), any shape, in x's float dtype."""
-    out = np.empty(x.shape, dtype=x.dtype)
-    _silu_kernel(_flat(x), x.dtype.type(1), out.reshape(-1))
-    return out
+    return _elementwise(_silu_kernel, x, x)
 
 
 def silu_backward_fast(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """dx = dout * s * (1 + x * (1 - s)), s = sigmoid(x) recomputed from the input x."""
-    dx = np.empty(x.shape, dtype=x.dtype)
-    _silu_backward_kernel(_flat(dout, x.dtype), _flat(x), x.dtype.type(1), dx.reshape(-1))
-    return dx
+    """dx = dout * s * (1 + x * (1 - s)), s = sigmoid(x) recomputed from the input x; in x's dtype."""
+    return _elementwise(_silu_backward_kernel, x, dout, x)

@@ -33,7 +33,7 @@ from numpyseg.kernels.groupnorm import (
     groupnorm_silu_backward_fast,
     groupnorm_silu_forward_fast,
 )
-from numpyseg.layers.module import Module, Parameter, check_input
+from numpyseg.layers.module import Module, Parameter, check_input, grad_enabled
 
 
 # ------------------------------------------------------------------ GroupNorm
@@ -159,7 +159,7 @@ _BATCH_AXES = (0, 1, 2)
 
 
 def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training: bool,
-                      momentum: float = 0.99, eps: float = 1e-3):
+                      momentum: float = 0.99, eps: float = 1e-3, keep_cache: bool = True):
     """BatchNorm forward with Keras semantics.
 
     Training: mu, var = per-channel batch mean and biased variance over (N, H, W);
@@ -173,13 +173,18 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training: bo
 
     Args:
         x: (N, H, W, C).  gamma, beta, running_mean, running_var: (C,).
+        keep_cache: False when no backward follows (no_grad): xhat is then not kept
+            and the output is computed in place in its buffer, so eval mode allocates
+            one (N, H, W, C) array instead of four.
     Returns:
-        out (N, H, W, C) in x.dtype, and the cache for batchnorm_backward.
+        out (N, H, W, C) in x.dtype, and the cache for batchnorm_backward (None
+        with keep_cache=False).
     """
+    dt = x.dtype
     if training:
         mean = x.mean(axis=_BATCH_AXES, dtype=np.float64)
-        xc = x - mean.astype(x.dtype)
-        var = np.mean(np.square(xc, dtype=np.float64), axis=_BATCH_AXES)
+        xhat = np.subtract(x, mean.astype(dt))  # x - mu for now; scaled to xhat below
+        var = np.mean(np.square(xhat, dtype=np.float64), axis=_BATCH_AXES)
         running_mean *= momentum
         running_mean += (1 - momentum) * mean.astype(running_mean.dtype)
         running_var *= momentum
@@ -187,11 +192,13 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training: bo
     else:
         mean = np.asarray(running_mean, dtype=np.float64)
         var = np.asarray(running_var, dtype=np.float64)
-        xc = x - mean.astype(x.dtype)
-    rstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
-    xhat = xc * rstd
-    out = xhat * gamma.astype(x.dtype) + beta.astype(x.dtype)
-    return out, (xhat, rstd, gamma, training)
+        xhat = np.subtract(x, mean.astype(dt))
+    rstd = (1.0 / np.sqrt(var + eps)).astype(dt)
+    xhat *= rstd
+    # out = xhat * gamma + beta, in xhat's buffer when xhat is not needed afterwards
+    out = np.multiply(xhat, gamma.astype(dt), out=None if keep_cache else xhat)
+    out += beta.astype(dt)
+    return out, ((xhat, rstd, gamma, training) if keep_cache else None)
 
 
 def batchnorm_backward(dout, cache):
@@ -241,7 +248,7 @@ class BatchNorm2d(Module):
         check_input("BatchNorm2d", x, self.num_channels)
         out, cache = batchnorm_forward(x, self.weight.data, self.bias.data, self.running_mean,
                                        self.running_var, training=self.training,
-                                       momentum=self.momentum, eps=self.eps)
+                                       momentum=self.momentum, eps=self.eps, keep_cache=grad_enabled())
         self._keep(cache)
         return out
 

@@ -23,10 +23,19 @@ from numpyseg.layers.norm import BatchNorm2d, GroupNorm, GroupNormSiLU
 class ConvBlock(Module):
     """Conv 3x3 -> DropBlock -> Norm -> Act.  (N, H, W, C_in) -> (N, H, W, C_out).
 
+    Why GroupNorm + SiLU are fused: as two layers, GroupNorm writes z = gamma * xhat + beta
+    to memory, SiLU reads z back and writes y, and each keeps its input for the backward
+    (x and z, two activation-sized arrays per block).  Fused, z is computed, passed
+    through SiLU and dropped while still in registers: one pass over memory instead of
+    three, and only x and the (N, G) statistics are cached; the backward recomputes z.
+    BatchNorm + ReLU (SA-UNet v1) stay two layers.
+
     Args:
         norm: 'group' (GroupNorm with `groups` groups, SiLU) or 'batch' (BatchNorm, ReLU).
         fused: with norm 'group', run GroupNorm + SiLU as the fused GroupNormSiLU layer
-            (self.norm; self.act is then None).  Same parameters and names either way.
+            (self.norm; self.act is then None).  Same parameters and names either way
+            (`norm.weight`, `norm.bias`), so state dicts load into both forms; False
+            builds GroupNorm and SiLU as two layers.
     """
 
     def __init__(self, in_channels, out_channels, *, dropblock_rate=0.15, block_size=7,
