@@ -39,6 +39,10 @@ unrolled the 16-lane loop, so LLVM keeps it in one register, and its SLP
 instruction (two AVX2 ones on older CPUs).  The eight accumulators are written
 out one by one rather than as a loop over u: a loop of 8 x 16 is too big for
 LLVM to unroll, and then nothing stays in registers (we measured 30x slower).
+The two loops on the accumulators are written once, `tile_dot` (eight pixels
+against a block of packed weights) and `tile_wgrad_run` (eight input channels
+against 16 output-gradient lanes, along a run of pixels), and inlined into
+every tile kernel here and in `numpyseg.kernels.transpose`.
 The weights are repacked once per call into blocks of 16 output channels,
 `wp[blk, di, (dj, c), t]`, so one tile reads its 16 weights as one vector
 (channel counts that are not multiples of 16 are padded with zeros).
@@ -87,8 +91,8 @@ import numpy as np
 from numba import prange
 
 LANES = 16  # output channels per tile: one AVX-512 register of float32
-PIX = 8  # output pixels per forward tile (written out in _forward_tile)
-CB = 8  # input channels per weight-gradient tile (written out in _wgrad_tile)
+PIX = 8  # output pixels per forward tile (the eight accumulators of tile_dot)
+CB = 8  # input channels per weight-gradient tile (the eight accumulators of tile_wgrad_run)
 
 _FAST = {"contract"}  # allow FMA fusion only: no reordering of sums
 
@@ -182,6 +186,141 @@ def pack_bias(b: np.ndarray | None, c_out: int, dtype) -> np.ndarray:
     return padded.reshape(blocks, LANES)
 
 
+
+# ------------------------------------------------------- the register tile
+# The inner work of every direct kernel (convolution forward, transposed
+# convolution forward and input gradient, both weight gradients) is one of the
+# two loops below, on eight 16-lane accumulators a0..a7 made by the caller with
+# tile_buffer().  They are inlined into each kernel (inline="always"), so LLVM
+# still sees the accumulators as its own stack arrays and keeps them in registers.
+@numba.njit(inline="always")
+def tile_accumulators(dt):
+    """Eight LANES-wide accumulators a0..a7 (uninitialised), on the calling kernel's stack."""
+    return (tile_buffer(LANES, dt), tile_buffer(LANES, dt), tile_buffer(LANES, dt), tile_buffer(LANES, dt),
+            tile_buffer(LANES, dt), tile_buffer(LANES, dt), tile_buffer(LANES, dt), tile_buffer(LANES, dt))
+
+
+@numba.njit(inline="always")
+def tile_fill(row, a0, a1, a2, a3, a4, a5, a6, a7):
+    """a_u[t] = row[t] for every accumulator u (row: LANES values, e.g. a bias block)."""
+    for t in range(LANES):
+        v = row[t]
+        a0[t] = v
+        a1[t] = v
+        a2[t] = v
+        a3[t] = v
+        a4[t] = v
+        a5[t] = v
+        a6[t] = v
+        a7[t] = v
+
+
+@numba.njit(inline="always")
+def tile_zero(a0, a1, a2, a3, a4, a5, a6, a7):
+    """a_u[t] = 0 for every accumulator u."""
+    for t in range(LANES):
+        a0[t] = 0
+        a1[t] = 0
+        a2[t] = 0
+        a3[t] = 0
+        a4[t] = 0
+        a5[t] = 0
+        a6[t] = 0
+        a7[t] = 0
+
+
+@numba.njit(inline="always")
+def tile_dot(src, r0, step, count, wrow, a0, a1, a2, a3, a4, a5, a6, a7):
+    """a_u[t] += sum_(m < count) src.flat[r0 + u*step + m] * wrow[m, t],  u = 0..7.
+
+    Eight pixels whose inputs are runs of `count` consecutive floats, `step`
+    floats apart, against one (count, LANES) block of packed weights: each
+    input value feeds 16 lanes, each weight vector eight pixels.
+    """
+    r1 = r0 + step
+    r2 = r1 + step
+    r3 = r2 + step
+    r4 = r3 + step
+    r5 = r4 + step
+    r6 = r5 + step
+    r7 = r6 + step
+    for m in range(count):
+        x0 = flat_get(src, r0 + m)
+        x1 = flat_get(src, r1 + m)
+        x2 = flat_get(src, r2 + m)
+        x3 = flat_get(src, r3 + m)
+        x4 = flat_get(src, r4 + m)
+        x5 = flat_get(src, r5 + m)
+        x6 = flat_get(src, r6 + m)
+        x7 = flat_get(src, r7 + m)
+        for t in range(LANES):
+            wv = wrow[m, t]
+            a0[t] += x0 * wv
+            a1[t] += x1 * wv
+            a2[t] += x2 * wv
+            a3[t] += x3 * wv
+            a4[t] += x4 * wv
+            a5[t] += x5 * wv
+            a6[t] += x6 * wv
+            a7[t] += x7 * wv
+
+
+@numba.njit(inline="always")
+def tile_store(out, n, i, j0, jstep, o0, a0, a1, a2, a3, a4, a5, a6, a7):
+    """out[n, i, j0 + u*jstep, o0 + t] = a_u[t]: eight pixels of one row, the valid lanes of a block."""
+    for t in range(min(LANES, out.shape[3] - o0)):
+        out[n, i, j0, o0 + t] = a0[t]
+        out[n, i, j0 + jstep, o0 + t] = a1[t]
+        out[n, i, j0 + 2 * jstep, o0 + t] = a2[t]
+        out[n, i, j0 + 3 * jstep, o0 + t] = a3[t]
+        out[n, i, j0 + 4 * jstep, o0 + t] = a4[t]
+        out[n, i, j0 + 5 * jstep, o0 + t] = a5[t]
+        out[n, i, j0 + 6 * jstep, o0 + t] = a6[t]
+        out[n, i, j0 + 7 * jstep, o0 + t] = a7[t]
+
+
+@numba.njit(inline="always")
+def tile_wgrad_run(x, xs, x_step, g, gs, g_step, count, acc, di, dj, c0, o0):
+    """acc[di, dj, c0 + q, o0 + t] += sum_(r < count) x.flat[xs + r*x_step + q] * g.flat[gs + r*g_step + t].
+
+    The weight-gradient tile: CB = 8 input channels (q) x 16 output channels (t)
+    of one tap, summed along a run of `count` pixels.
+    """
+    dt = acc.dtype
+    a0, a1, a2, a3, a4, a5, a6, a7 = tile_accumulators(dt)
+    tile_zero(a0, a1, a2, a3, a4, a5, a6, a7)
+    for r in range(count):
+        xr = xs + r * x_step
+        x0 = flat_get(x, xr)
+        x1 = flat_get(x, xr + 1)
+        x2 = flat_get(x, xr + 2)
+        x3 = flat_get(x, xr + 3)
+        x4 = flat_get(x, xr + 4)
+        x5 = flat_get(x, xr + 5)
+        x6 = flat_get(x, xr + 6)
+        x7 = flat_get(x, xr + 7)
+        gr = gs + r * g_step
+        for t in range(LANES):
+            gv = flat_get(g, gr + t)
+            a0[t] += x0 * gv
+            a1[t] += x1 * gv
+            a2[t] += x2 * gv
+            a3[t] += x3 * gv
+            a4[t] += x4 * gv
+            a5[t] += x5 * gv
+            a6[t] += x6 * gv
+            a7[t] += x7 * gv
+    for t in range(LANES):
+        acc[di, dj, c0, o0 + t] += a0[t]
+        acc[di, dj, c0 + 1, o0 + t] += a1[t]
+        acc[di, dj, c0 + 2, o0 + t] += a2[t]
+        acc[di, dj, c0 + 3, o0 + t] += a3[t]
+        acc[di, dj, c0 + 4, o0 + t] += a4[t]
+        acc[di, dj, c0 + 5, o0 + t] += a5[t]
+        acc[di, dj, c0 + 6, o0 + t] += a6[t]
+        acc[di, dj, c0 + 7, o0 + t] += a7[t]
+
+
 # ------------------------------------------------------------------ forward
 @numba.njit(fastmath=_FAST, cache=True)
 def _forward_tile(x, wp, bp, out, n, i, j0, blk):
@@ -197,27 +336,10 @@ def _forward_tile(x, wp, bp, out, n, i, j0, blk):
     k = wp.shape[1]
     kc = wp.shape[2]  # k * C_in: one kernel row of taps, flattened as (dj, c)
     c_in = kc // k
-    c_out = out.shape[3]
     p = k // 2
     dt = out.dtype
-    a0 = tile_buffer(LANES, dt)
-    a1 = tile_buffer(LANES, dt)
-    a2 = tile_buffer(LANES, dt)
-    a3 = tile_buffer(LANES, dt)
-    a4 = tile_buffer(LANES, dt)
-    a5 = tile_buffer(LANES, dt)
-    a6 = tile_buffer(LANES, dt)
-    a7 = tile_buffer(LANES, dt)
-    for t in range(LANES):
-        bias = bp[blk, t]
-        a0[t] = bias
-        a1[t] = bias
-        a2[t] = bias
-        a3[t] = bias
-        a4[t] = bias
-        a5[t] = bias
-        a6[t] = bias
-        a7[t] = bias
+    a0, a1, a2, a3, a4, a5, a6, a7 = tile_accumulators(dt)
+    tile_fill(bp[blk], a0, a1, a2, a3, a4, a5, a6, a7)
     # In NHWC, the k taps (dj, c) of one kernel row are k*C consecutive floats
     # of the input row: pixel j0+u reads row[(j0+u-p)*C : (j0+u-p)*C + k*C].
     s0 = (j0 - p) * c_in
@@ -226,43 +348,8 @@ def _forward_tile(x, wp, bp, out, n, i, j0, blk):
         if ii < 0 or ii >= h:
             continue  # zero padding above/below the image
         r0 = (n * h + ii) * x.shape[2] + s0  # flat offset of pixel j0 - p in row ii
-        r1 = r0 + c_in
-        r2 = r1 + c_in
-        r3 = r2 + c_in
-        r4 = r3 + c_in
-        r5 = r4 + c_in
-        r6 = r5 + c_in
-        r7 = r6 + c_in
-        for m in range(kc):
-            x0 = flat_get(x, r0 + m)
-            x1 = flat_get(x, r1 + m)
-            x2 = flat_get(x, r2 + m)
-            x3 = flat_get(x, r3 + m)
-            x4 = flat_get(x, r4 + m)
-            x5 = flat_get(x, r5 + m)
-            x6 = flat_get(x, r6 + m)
-            x7 = flat_get(x, r7 + m)
-            for t in range(LANES):
-                wv = wp[blk, di, m, t]
-                a0[t] += x0 * wv
-                a1[t] += x1 * wv
-                a2[t] += x2 * wv
-                a3[t] += x3 * wv
-                a4[t] += x4 * wv
-                a5[t] += x5 * wv
-                a6[t] += x6 * wv
-                a7[t] += x7 * wv
-    o0 = blk * LANES
-    count = min(LANES, c_out - o0)  # the last block may be partial
-    for t in range(count):
-        out[n, i, j0, o0 + t] = a0[t]
-        out[n, i, j0 + 1, o0 + t] = a1[t]
-        out[n, i, j0 + 2, o0 + t] = a2[t]
-        out[n, i, j0 + 3, o0 + t] = a3[t]
-        out[n, i, j0 + 4, o0 + t] = a4[t]
-        out[n, i, j0 + 5, o0 + t] = a5[t]
-        out[n, i, j0 + 6, o0 + t] = a6[t]
-        out[n, i, j0 + 7, o0 + t] = a7[t]
+        tile_dot(x, r0, c_in, kc, wp[blk, di], a0, a1, a2, a3, a4, a5, a6, a7)
+    tile_store(out, n, i, j0, 1, blk * LANES, a0, a1, a2, a3, a4, a5, a6, a7)
 
 
 @numba.njit(fastmath=_FAST, cache=True)
@@ -279,41 +366,10 @@ def _forward_tile2(x, wp, bp, out, n, i, j0, blk):
     c_in = kc // k
     p = k // 2
     dt = out.dtype
-    a0 = tile_buffer(LANES, dt)
-    a1 = tile_buffer(LANES, dt)
-    a2 = tile_buffer(LANES, dt)
-    a3 = tile_buffer(LANES, dt)
-    a4 = tile_buffer(LANES, dt)
-    a5 = tile_buffer(LANES, dt)
-    a6 = tile_buffer(LANES, dt)
-    a7 = tile_buffer(LANES, dt)
-    b0 = tile_buffer(LANES, dt)
-    b1 = tile_buffer(LANES, dt)
-    b2 = tile_buffer(LANES, dt)
-    b3 = tile_buffer(LANES, dt)
-    b4 = tile_buffer(LANES, dt)
-    b5 = tile_buffer(LANES, dt)
-    b6 = tile_buffer(LANES, dt)
-    b7 = tile_buffer(LANES, dt)
-    for t in range(LANES):
-        bias = bp[blk, t]
-        a0[t] = bias
-        a1[t] = bias
-        a2[t] = bias
-        a3[t] = bias
-        a4[t] = bias
-        a5[t] = bias
-        a6[t] = bias
-        a7[t] = bias
-        bias = bp[blk + 1, t]
-        b0[t] = bias
-        b1[t] = bias
-        b2[t] = bias
-        b3[t] = bias
-        b4[t] = bias
-        b5[t] = bias
-        b6[t] = bias
-        b7[t] = bias
+    a0, a1, a2, a3, a4, a5, a6, a7 = tile_accumulators(dt)
+    b0, b1, b2, b3, b4, b5, b6, b7 = tile_accumulators(dt)
+    tile_fill(bp[blk], a0, a1, a2, a3, a4, a5, a6, a7)
+    tile_fill(bp[blk + 1], b0, b1, b2, b3, b4, b5, b6, b7)
     s0 = (j0 - p) * c_in
     for di in range(k):
         ii = i + di - p
@@ -355,25 +411,8 @@ def _forward_tile2(x, wp, bp, out, n, i, j0, blk):
                 b5[t] += x5 * wb
                 b6[t] += x6 * wb
                 b7[t] += x7 * wb
-    oa = blk * LANES
-    ob = oa + LANES
-    for t in range(LANES):
-        out[n, i, j0, oa + t] = a0[t]
-        out[n, i, j0 + 1, oa + t] = a1[t]
-        out[n, i, j0 + 2, oa + t] = a2[t]
-        out[n, i, j0 + 3, oa + t] = a3[t]
-        out[n, i, j0 + 4, oa + t] = a4[t]
-        out[n, i, j0 + 5, oa + t] = a5[t]
-        out[n, i, j0 + 6, oa + t] = a6[t]
-        out[n, i, j0 + 7, oa + t] = a7[t]
-        out[n, i, j0, ob + t] = b0[t]
-        out[n, i, j0 + 1, ob + t] = b1[t]
-        out[n, i, j0 + 2, ob + t] = b2[t]
-        out[n, i, j0 + 3, ob + t] = b3[t]
-        out[n, i, j0 + 4, ob + t] = b4[t]
-        out[n, i, j0 + 5, ob + t] = b5[t]
-        out[n, i, j0 + 6, ob + t] = b6[t]
-        out[n, i, j0 + 7, ob + t] = b7[t]
+    tile_store(out, n, i, j0, 1, blk * LANES, a0, a1, a2, a3, a4, a5, a6, a7)
+    tile_store(out, n, i, j0, 1, (blk + 1) * LANES, b0, b1, b2, b3, b4, b5, b6, b7)
 
 
 @numba.njit(fastmath=_FAST, cache=True)
@@ -468,60 +507,11 @@ def _wgrad_tile(x, dout5, acc_out, n, i, di, dj, c0, blk):
     c_in = acc_out.shape[2]
     w = dout5.shape[2]
     p = k // 2
-    dt = acc_out.dtype
-    a0 = tile_buffer(LANES, dt)
-    a1 = tile_buffer(LANES, dt)
-    a2 = tile_buffer(LANES, dt)
-    a3 = tile_buffer(LANES, dt)
-    a4 = tile_buffer(LANES, dt)
-    a5 = tile_buffer(LANES, dt)
-    a6 = tile_buffer(LANES, dt)
-    a7 = tile_buffer(LANES, dt)
-    for t in range(LANES):
-        a0[t] = 0
-        a1[t] = 0
-        a2[t] = 0
-        a3[t] = 0
-        a4[t] = 0
-        a5[t] = 0
-        a6[t] = 0
-        a7[t] = 0
     j_lo = max(0, p - dj)  # output pixels whose tap dj lies inside the image
     j_hi = min(w, w + p - dj)
     xs = ((n * x.shape[1] + i + di - p) * w + j_lo + dj - p) * c_in + c0  # flat x[n, ii, j_lo+dj-p, c0]
     ds = (((n * dout5.shape[1] + i) * w + j_lo) * dout5.shape[3] + blk) * LANES  # flat dout5[n, i, j_lo, blk, 0]
-    d_step = dout5.shape[3] * LANES
-    for jr in range(j_hi - j_lo):
-        xj = xs + jr * c_in
-        x0 = flat_get(x, xj)
-        x1 = flat_get(x, xj + 1)
-        x2 = flat_get(x, xj + 2)
-        x3 = flat_get(x, xj + 3)
-        x4 = flat_get(x, xj + 4)
-        x5 = flat_get(x, xj + 5)
-        x6 = flat_get(x, xj + 6)
-        x7 = flat_get(x, xj + 7)
-        dj0 = ds + jr * d_step
-        for t in range(LANES):
-            g = flat_get(dout5, dj0 + t)
-            a0[t] += x0 * g
-            a1[t] += x1 * g
-            a2[t] += x2 * g
-            a3[t] += x3 * g
-            a4[t] += x4 * g
-            a5[t] += x5 * g
-            a6[t] += x6 * g
-            a7[t] += x7 * g
-    o0 = blk * LANES
-    for t in range(LANES):
-        acc_out[di, dj, c0, o0 + t] += a0[t]
-        acc_out[di, dj, c0 + 1, o0 + t] += a1[t]
-        acc_out[di, dj, c0 + 2, o0 + t] += a2[t]
-        acc_out[di, dj, c0 + 3, o0 + t] += a3[t]
-        acc_out[di, dj, c0 + 4, o0 + t] += a4[t]
-        acc_out[di, dj, c0 + 5, o0 + t] += a5[t]
-        acc_out[di, dj, c0 + 6, o0 + t] += a6[t]
-        acc_out[di, dj, c0 + 7, o0 + t] += a7[t]
+    tile_wgrad_run(x, xs, c_in, dout5, ds, dout5.shape[3] * LANES, j_hi - j_lo, acc_out, di, dj, c0, blk * LANES)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)

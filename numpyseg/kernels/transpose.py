@@ -80,7 +80,8 @@ import numpy as np
 from numba import prange
 
 from numpyseg.kernels.conv_direct import (_FAST, CB, LANES, PIX, flat_get, pack_bias, pack_weights,
-                                          tile_buffer, with_slp)
+                                          tile_accumulators, tile_buffer, tile_dot, tile_fill, tile_store,
+                                          tile_wgrad_run, tile_zero, with_slp)
 
 
 def _padded_size(n_patches: int, n_image: int, k: int, stride: int, offset: int) -> int:
@@ -204,24 +205,8 @@ def _transpose_forward_tile(x, wp, bp, out, n, r, phase, m0, blk, stride, offset
     h, w, c_in = x.shape[1], x.shape[2], x.shape[3]
     k = wp.shape[1]
     dt = out.dtype
-    a0 = tile_buffer(LANES, dt)
-    a1 = tile_buffer(LANES, dt)
-    a2 = tile_buffer(LANES, dt)
-    a3 = tile_buffer(LANES, dt)
-    a4 = tile_buffer(LANES, dt)
-    a5 = tile_buffer(LANES, dt)
-    a6 = tile_buffer(LANES, dt)
-    a7 = tile_buffer(LANES, dt)
-    for t in range(LANES):
-        bias = bp[blk, t]
-        a0[t] = bias
-        a1[t] = bias
-        a2[t] = bias
-        a3[t] = bias
-        a4[t] = bias
-        a5[t] = bias
-        a6[t] = bias
-        a7[t] = bias
+    a0, a1, a2, a3, a4, a5, a6, a7 = tile_accumulators(dt)
+    tile_fill(bp[blk], a0, a1, a2, a3, a4, a5, a6, a7)
     for di in range(k):
         rr = r + offset - di
         if rr < 0 or rr % stride != 0 or rr // stride >= h:
@@ -232,43 +217,8 @@ def _transpose_forward_tile(x, wp, bp, out, n, r, phase, m0, blk, stride, offset
             if cc % stride != 0:
                 continue  # tap of another column phase
             r0 = ((n * h + i) * w + m0 + cc // stride) * c_in  # flat x[n, i, m0 + e, 0]
-            r1 = r0 + c_in
-            r2 = r1 + c_in
-            r3 = r2 + c_in
-            r4 = r3 + c_in
-            r5 = r4 + c_in
-            r6 = r5 + c_in
-            r7 = r6 + c_in
-            for c in range(c_in):
-                x0 = flat_get(x, r0 + c)
-                x1 = flat_get(x, r1 + c)
-                x2 = flat_get(x, r2 + c)
-                x3 = flat_get(x, r3 + c)
-                x4 = flat_get(x, r4 + c)
-                x5 = flat_get(x, r5 + c)
-                x6 = flat_get(x, r6 + c)
-                x7 = flat_get(x, r7 + c)
-                for t in range(LANES):
-                    wv = wp[blk, di, dj, c, t]
-                    a0[t] += x0 * wv
-                    a1[t] += x1 * wv
-                    a2[t] += x2 * wv
-                    a3[t] += x3 * wv
-                    a4[t] += x4 * wv
-                    a5[t] += x5 * wv
-                    a6[t] += x6 * wv
-                    a7[t] += x7 * wv
-    o0 = blk * LANES
-    c0 = stride * m0 + phase
-    for t in range(min(LANES, out.shape[3] - o0)):
-        out[n, r, c0, o0 + t] = a0[t]
-        out[n, r, c0 + stride, o0 + t] = a1[t]
-        out[n, r, c0 + 2 * stride, o0 + t] = a2[t]
-        out[n, r, c0 + 3 * stride, o0 + t] = a3[t]
-        out[n, r, c0 + 4 * stride, o0 + t] = a4[t]
-        out[n, r, c0 + 5 * stride, o0 + t] = a5[t]
-        out[n, r, c0 + 6 * stride, o0 + t] = a6[t]
-        out[n, r, c0 + 7 * stride, o0 + t] = a7[t]
+            tile_dot(x, r0, c_in, c_in, wp[blk, di, dj], a0, a1, a2, a3, a4, a5, a6, a7)
+    tile_store(out, n, r, stride * m0 + phase, stride, blk * LANES, a0, a1, a2, a3, a4, a5, a6, a7)
 
 
 @numba.njit(fastmath=_FAST, cache=True)
@@ -351,66 +301,17 @@ def _transpose_input_grad_tile(dout, wq, dx, n, i, j0, blk, stride, offset):
     ho, wo, c_out = dout.shape[1], dout.shape[2], dout.shape[3]
     k, kc = wq.shape[1], wq.shape[2]
     dt = dx.dtype
-    a0 = tile_buffer(LANES, dt)
-    a1 = tile_buffer(LANES, dt)
-    a2 = tile_buffer(LANES, dt)
-    a3 = tile_buffer(LANES, dt)
-    a4 = tile_buffer(LANES, dt)
-    a5 = tile_buffer(LANES, dt)
-    a6 = tile_buffer(LANES, dt)
-    a7 = tile_buffer(LANES, dt)
-    for t in range(LANES):
-        a0[t] = 0
-        a1[t] = 0
-        a2[t] = 0
-        a3[t] = 0
-        a4[t] = 0
-        a5[t] = 0
-        a6[t] = 0
-        a7[t] = 0
-    step = stride * c_out  # neighbouring input pixels read dout s pixels apart
+    a0, a1, a2, a3, a4, a5, a6, a7 = tile_accumulators(dt)
+    tile_zero(a0, a1, a2, a3, a4, a5, a6, a7)
     for di in range(k):
         r = stride * i + di - offset
         if r < 0 or r >= ho:
             continue
-        # the k taps (dj, o) of pixel j0 + u are the k*C_out floats from column s (j0+u) - p0 on
+        # the k taps (dj, o) of pixel j0 + u are the k*C_out floats from column s (j0+u) - p0 on;
+        # neighbouring input pixels read dout s pixels apart
         r0 = ((n * ho + r) * wo + stride * j0 - offset) * c_out
-        r1 = r0 + step
-        r2 = r1 + step
-        r3 = r2 + step
-        r4 = r3 + step
-        r5 = r4 + step
-        r6 = r5 + step
-        r7 = r6 + step
-        for m in range(kc):
-            d0 = flat_get(dout, r0 + m)
-            d1 = flat_get(dout, r1 + m)
-            d2 = flat_get(dout, r2 + m)
-            d3 = flat_get(dout, r3 + m)
-            d4 = flat_get(dout, r4 + m)
-            d5 = flat_get(dout, r5 + m)
-            d6 = flat_get(dout, r6 + m)
-            d7 = flat_get(dout, r7 + m)
-            for t in range(LANES):
-                wv = wq[blk, di, m, t]
-                a0[t] += d0 * wv
-                a1[t] += d1 * wv
-                a2[t] += d2 * wv
-                a3[t] += d3 * wv
-                a4[t] += d4 * wv
-                a5[t] += d5 * wv
-                a6[t] += d6 * wv
-                a7[t] += d7 * wv
-    c0 = blk * LANES
-    for t in range(min(LANES, dx.shape[3] - c0)):
-        dx[n, i, j0, c0 + t] = a0[t]
-        dx[n, i, j0 + 1, c0 + t] = a1[t]
-        dx[n, i, j0 + 2, c0 + t] = a2[t]
-        dx[n, i, j0 + 3, c0 + t] = a3[t]
-        dx[n, i, j0 + 4, c0 + t] = a4[t]
-        dx[n, i, j0 + 5, c0 + t] = a5[t]
-        dx[n, i, j0 + 6, c0 + t] = a6[t]
-        dx[n, i, j0 + 7, c0 + t] = a7[t]
+        tile_dot(dout, r0, stride * c_out, kc, wq[blk, di], a0, a1, a2, a3, a4, a5, a6, a7)
+    tile_store(dx, n, i, j0, 1, blk * LANES, a0, a1, a2, a3, a4, a5, a6, a7)
 
 
 @numba.njit(fastmath=_FAST, cache=True)
@@ -474,65 +375,16 @@ def conv_transpose_input_grad_kernel(dout, wq, stride, offset, dx):
 def _transpose_wgrad_tile(x, dout, acc, n, i, r, di, dj, c0, blk, stride, offset):
     """acc[di, dj, c0+q, 16 blk + t] += sum_j x[n, i, j, c0+q] * dout[n, r, s j + dj - p0, 16 blk + t].
 
-    CB = 8 input channels (a0..a7) x 16 output channels of one tap, summed over the
-    input pixels j of row i whose tap (di, dj) lands inside dout's row r = s i + di - p0.
+    CB = 8 input channels x 16 output channels of one tap, summed over the input
+    pixels j of row i whose tap (di, dj) lands inside dout's row r = s i + di - p0.
     """
     h, w, c_in = x.shape[1], x.shape[2], x.shape[3]
     ho, wo, c_out = dout.shape[1], dout.shape[2], dout.shape[3]
-    dt = acc.dtype
-    a0 = tile_buffer(LANES, dt)
-    a1 = tile_buffer(LANES, dt)
-    a2 = tile_buffer(LANES, dt)
-    a3 = tile_buffer(LANES, dt)
-    a4 = tile_buffer(LANES, dt)
-    a5 = tile_buffer(LANES, dt)
-    a6 = tile_buffer(LANES, dt)
-    a7 = tile_buffer(LANES, dt)
-    for t in range(LANES):
-        a0[t] = 0
-        a1[t] = 0
-        a2[t] = 0
-        a3[t] = 0
-        a4[t] = 0
-        a5[t] = 0
-        a6[t] = 0
-        a7[t] = 0
     j_lo = max(0, -((dj - offset) // stride))  # ceil((p0 - dj) / s): column s j + dj - p0 >= 0
     j_hi = min(w, (wo - 1 + offset - dj) // stride + 1)  # and <= sW - 1
     xs = ((n * h + i) * w + j_lo) * c_in + c0  # flat x[n, i, j_lo, c0]
     ds = ((n * ho + r) * wo + stride * j_lo + dj - offset) * c_out + blk * LANES
-    d_step = stride * c_out
-    for jr in range(j_hi - j_lo):
-        xj = xs + jr * c_in
-        x0 = flat_get(x, xj)
-        x1 = flat_get(x, xj + 1)
-        x2 = flat_get(x, xj + 2)
-        x3 = flat_get(x, xj + 3)
-        x4 = flat_get(x, xj + 4)
-        x5 = flat_get(x, xj + 5)
-        x6 = flat_get(x, xj + 6)
-        x7 = flat_get(x, xj + 7)
-        dj0 = ds + jr * d_step
-        for t in range(LANES):
-            g = flat_get(dout, dj0 + t)
-            a0[t] += x0 * g
-            a1[t] += x1 * g
-            a2[t] += x2 * g
-            a3[t] += x3 * g
-            a4[t] += x4 * g
-            a5[t] += x5 * g
-            a6[t] += x6 * g
-            a7[t] += x7 * g
-    o0 = blk * LANES
-    for t in range(LANES):
-        acc[di, dj, c0, o0 + t] += a0[t]
-        acc[di, dj, c0 + 1, o0 + t] += a1[t]
-        acc[di, dj, c0 + 2, o0 + t] += a2[t]
-        acc[di, dj, c0 + 3, o0 + t] += a3[t]
-        acc[di, dj, c0 + 4, o0 + t] += a4[t]
-        acc[di, dj, c0 + 5, o0 + t] += a5[t]
-        acc[di, dj, c0 + 6, o0 + t] += a6[t]
-        acc[di, dj, c0 + 7, o0 + t] += a7[t]
+    tile_wgrad_run(x, xs, c_in, dout, ds, stride * c_out, max(0, j_hi - j_lo), acc, di, dj, c0, blk * LANES)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
