@@ -188,6 +188,22 @@ def _normalize_silu_kernel(x, mean_c, scale_c, beta, one, y):
             row[t] = z * _sigmoid1(z, one)
 
 
+@numba.njit(inline="always")
+def _row_sums(d, x, b, i, mean_c, rstd_c, row_sum_d, row_sum_dx):
+    """row_sum_d[b, i, k] = sum_j d[b, i, j, k] and row_sum_dx[b, i, k] = sum_j d * xhat, in float64."""
+    w, c = x.shape[2], x.shape[3]
+    s1 = np.zeros(c)
+    s2 = np.zeros(c)
+    for j in range(w):
+        for k in range(c):
+            dv = np.float64(d[b, i, j, k])
+            s1[k] += dv
+            s2[k] += dv * ((np.float64(x[b, i, j, k]) - mean_c[b, k]) * rstd_c[b, k])
+    for k in range(c):
+        row_sum_d[b, i, k] = s1[k]
+        row_sum_dx[b, i, k] = s2[k]
+
+
 @numba.njit(parallel=True, cache=True)
 def _silu_backward_sums_kernel(dout, x, mean_c, scale_c, beta, one, mean_c64, rstd_c64,
                                dz, row_sum_d, row_sum_dx):
@@ -207,16 +223,7 @@ def _silu_backward_sums_kernel(dout, x, mean_c, scale_c, beta, one, mean_c64, rs
             z = row[t]
             s = _sigmoid1(z, one)
             row[t] = drow[t] * s * (one + z * (one - s))
-        s1 = np.zeros(c)
-        s2 = np.zeros(c)
-        for j in range(w):
-            for k in range(c):
-                d = np.float64(dz[b, i, j, k])
-                s1[k] += d
-                s2[k] += d * ((np.float64(x[b, i, j, k]) - mean_c64[b, k]) * rstd_c64[b, k])
-        for k in range(c):
-            row_sum_d[b, i, k] = s1[k]
-            row_sum_dx[b, i, k] = s2[k]
+        _row_sums(dz, x, b, i, mean_c64, rstd_c64, row_sum_d, row_sum_dx)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -226,16 +233,7 @@ def _backward_sums_kernel(dout, x, mean_c, rstd_c, row_sum_d, row_sum_dx):
     for task in numba.prange(n * h):
         b = task // h
         i = task % h
-        s1 = np.zeros(c)
-        s2 = np.zeros(c)
-        for j in range(w):
-            for k in range(c):
-                d = np.float64(dout[b, i, j, k])
-                s1[k] += d
-                s2[k] += d * ((np.float64(x[b, i, j, k]) - mean_c[b, k]) * rstd_c[b, k])
-        for k in range(c):
-            row_sum_d[b, i, k] = s1[k]
-            row_sum_dx[b, i, k] = s2[k]
+        _row_sums(dout, x, b, i, mean_c, rstd_c, row_sum_d, row_sum_dx)
 
 
 @numba.njit(parallel=True, cache=True)
