@@ -64,6 +64,9 @@ def test_export_keeps_weights_only_and_writes_the_record(tmp_path, monkeypatch):
     assert f"epoch {result.best_epoch}" in record and "model_curves.png" in record
     assert (tmp_path / "weights" / "model_curves.png").is_file()
     assert summary["validation"]["val_f1"] == pytest.approx(result.best_value)
+    curve = summary["history"]
+    assert [row["epoch"] for row in curve] == [row["epoch"] for row in result.history]
+    assert [row["val_f1"] for row in curve] == pytest.approx([row["val_f1"] for row in result.history])
 
 
 def test_sessions_are_recorded_and_listed(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoin
 from numpyseg.training.config import TrainConfig
 
 VAL_KEYS = ("val_loss", "val_acc", "val_sen", "val_spe", "val_f1", "val_iou", "val_mcc", "val_auc")
+CURVE_KEYS = ("epoch", "elapsed_s", "lr", "train_loss", "val_loss", "val_f1", "val_auc")
 
 
 def _minutes(seconds: float) -> str:
@@ -70,6 +71,8 @@ def training_summary(run_dir, which: str = "best") -> dict:
         "lr_at_epoch": record.get("lr"),
         "num_parameters": kept.extra.get("num_parameters"),
         "sessions": final.extra.get("sessions", []),
+        # the curve, epoch by epoch, for plots and tutorials (a few kB)
+        "history": [{k: row[k] for k in CURVE_KEYS if k in row} for row in history],
     }
 
 
