@@ -2,18 +2,18 @@
 drive `demo` by default, and (where DRIVE is present) still score what the README says."""
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from numpyseg.cli.evaluate import COLUMNS as TABLE_COLUMNS, REGIONS
 from numpyseg.cli.main import main
 from numpyseg.inference import SHIPPED_WEIGHTS, load_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-COLUMNS = ("accuracy", "sensitivity", "specificity", "f1", "iou", "mcc", "auc")
+COLUMNS = tuple(key for key, _ in TABLE_COLUMNS)  # the README table is `evaluate`'s table
 
 
 def test_shipped_weights_load_with_their_record():
@@ -53,7 +53,7 @@ def test_shipped_weights_score_on_drive_test_as_the_readme_says(drive_root, tmp_
     result = json.loads(scores.read_text())
     assert result["images"] == 20 and result["split"] == "test"
     assert result["whole"]["mean"]["f1"] >= 0.80
-    for region, label in (("whole", "numpyseg, whole image"), ("fov", "numpyseg, inside FOV")):
-        row = readme_row(label)
+    for region, label in REGIONS:
+        row = readme_row(f"numpyseg, {label}")
         for key in COLUMNS:
             assert result[region]["mean"][key] == pytest.approx(row[key], abs=2e-4), (region, key)
