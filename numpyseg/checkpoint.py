@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from numpyseg.atomic import atomic_write
+from numpyseg.errors import CheckpointError  # noqa: F401  (re-exported)
 
 FORMAT_NAME = "numpyseg-checkpoint"
 FORMAT_VERSION = 1
@@ -38,8 +39,6 @@ _MODEL, _OPTIM, _META = "model/", "optim/", "meta"
 
 
 
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the model / optimiser."""
 
 
 @dataclass

@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from numpyseg.atomic import atomic_write
+from numpyseg.errors import DataError  # noqa: F401  (re-exported)
 
 # Pillow refuses very large images by default ("decompression bomb"); fundus
 # photographs are at most a few tens of megapixels, so the default is kept.
@@ -38,8 +39,6 @@ IMAGE_SUFFIXES = (
 )
 
 
-class DataError(ValueError):
-    """A dataset file or folder cannot be used; the message is one line naming it."""
 
 
 def is_image_file(path: str | os.PathLike) -> bool:

@@ -58,6 +58,7 @@ from numpyseg.optim.schedulers import EarlyStopping, ReduceLROnPlateau
 from numpyseg.training import batches as batching
 from numpyseg.training import logs
 from numpyseg.training.config import MONITORS, TrainConfig
+from numpyseg.errors import TrainingDiverged  # noqa: F401  (re-exported)
 
 LAST, BEST = "last.npz", "best.npz"
 HISTORY_CSV, HISTORY_JSON, CURVES = "history.csv", "history.json", "curves.png"
@@ -68,8 +69,6 @@ STATE_FORMAT = "numpyseg-train-state-1"
 _SPLIT_TAG, _DATA_TAG = 101, 202
 
 
-class TrainingDiverged(ValueError):
-    """The loss, the logits or the weights became NaN or infinite."""
 
 
 class _NonFinite(Exception):
