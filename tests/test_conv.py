@@ -67,7 +67,7 @@ def test_conv2d_matches_torch(rng, torch):
 
 
 # ------------------------------------------------------- fast direct kernels
-from numpyseg.kernels.conv_direct import LANES, pack_weights  # noqa: E402
+from numpyseg.kernels.tiles import pack_weights  # noqa: E402
 from numpyseg.layers.conv import (conv2d_backward, conv2d_backward_simple, conv2d_forward,  # noqa: E402
                                   conv2d_forward_simple)
 
@@ -123,8 +123,8 @@ def test_fast_conv_accepts_non_contiguous_input(rng):
 
 def test_pack_weights_puts_16_output_channels_last(rng):
     w = rng.standard_normal((3, 3, 4, 20))
-    wp = pack_weights(w)
-    assert wp.shape == (2, 3, 3, 4, LANES) and wp.flags.c_contiguous
+    wp = pack_weights(w, 16)
+    assert wp.shape == (2, 3, 3, 4, 16) and wp.flags.c_contiguous
     np.testing.assert_array_equal(wp[1, 2, 0, 3, :4], w[2, 0, 3, 16:])
     assert not wp[1, ..., 4:].any()  # padding lanes are zero
 
