@@ -50,6 +50,7 @@ folder or files involved.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +266,15 @@ def names_match(image: str, other: str) -> bool:
     return base is not None and base == _strip_word(image, IMAGE_ROLE_WORDS)
 
 
+def _nearest(stem: str, candidates: list[Path]) -> str:
+    """', nearest name X does not match' for the candidate sharing the longest start with `stem`, or ''."""
+    if not candidates:
+        return ""
+    common = [len(os.path.commonprefix([stem.lower(), image_stem(p).lower()])) for p in candidates]
+    best = int(np.argmax(common))
+    return f" (nearest name {candidates[best].name} does not match)" if common[best] else ""
+
+
 def match_files(image_paths: list[Path], candidates: list[Path], what: str, folder: Path) -> dict:
     """Pair each image with exactly one file of `candidates` by `names_match`, one to one.
 
@@ -280,8 +290,9 @@ def match_files(image_paths: list[Path], candidates: list[Path], what: str, fold
         stem = image_stem(image_path)
         found = [p for p in candidates if names_match(stem, image_stem(p))]
         if not found:
-            raise DataError(f"image {image_path} has no {what} in {folder} (a {what} is named {stem}, or "
-                            f"{stem}_<suffix> with a suffix such as manual1, 1stHO, ah or mask)")
+            raise DataError(f"image {image_path} has no {what} in {folder}{_nearest(stem, candidates)} (a "
+                            f"{what} is named {stem}, or {stem}_<suffix> with a suffix such as manual1, "
+                            f"1stHO, ah or mask)")
         if len(found) > 1:
             names = ", ".join(sorted(p.name for p in found))
             raise DataError(f"image {image_path} matches several {what}s in {folder}: {names}")

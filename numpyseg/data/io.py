@@ -32,10 +32,9 @@ The reading rules (README, "How files are read"):
    any index order all read alike.  An alpha channel is composited over
    black (transparent = background).  The grey level is scaled to [0, 1] by
    rule 2, except that integer data whose maximum is 1 is 0/1 data; a pixel
-   is foreground when its scaled grey level is above one half.  A label is
-   warned about when more than `GREY_WARN_FRACTION` of its pixels are grey
-   (JPEG compression, resizing) or more than half of it is vessel (an
-   inverted label?).
+   is foreground when its scaled grey level is above one half.  A label or
+   mask with more than two grey levels (JPEG compression, resizing) is
+   warned about, as is a label more than half of which is vessel (inverted?).
 5. Size.  Images above `max_pixels()` (100 megapixels unless the environment
    variable ``NUMPYSEG_MAX_PIXELS`` says otherwise) are refused before they
    are decoded.
@@ -79,8 +78,6 @@ FLOAT_RANGES = (1.0, 255.0, 65535.0)
 
 #: A pixel is "grey" when its scaled value lies strictly between these bounds.
 GREY_BOUNDS = (0.1, 0.9)
-#: A label or mask with more grey pixels than this fraction is warned about.
-GREY_WARN_FRACTION = 0.01
 #: An image with more grey pixels than this fraction is a photograph, not a label or mask.
 PHOTOGRAPH_GREY_FRACTION = 0.25
 #: A label with a larger vessel fraction than this is warned about (inverted?).
@@ -379,16 +376,17 @@ def read_levels(path: str | os.PathLike) -> np.ndarray:
 def binarise(grey: np.ndarray, path, what: str = "label") -> np.ndarray:
     """Grey levels in [0, 1] -> uint8 (H, W) of 0/1: 1 where the level is above one half.
 
-    Warns (`DataWarning`) when more than GREY_WARN_FRACTION of the pixels are
-    grey (the file is not binary: JPEG compression, resizing, anti-aliasing)
-    and, for labels, when more than VESSEL_WARN_FRACTION of the pixels are
-    foreground (an inverted label, vessels dark on white?).
+    Warns (`DataWarning`) when the file has more than two grey levels (it is
+    not black and white: JPEG compression, resizing, anti-aliasing) and, for
+    labels, when more than VESSEL_WARN_FRACTION of the pixels are foreground
+    (an inverted label, vessels dark on white?).
     """
     binary = (grey > 0.5).astype(np.uint8)
-    grey_part = grey_fraction(grey)
-    if grey_part > GREY_WARN_FRACTION:
-        warn_data(f"{path}: {100 * grey_part:.1f} % of the {what}'s pixels are grey, not black or white "
-                  f"(lossy compression or resizing?): thresholded at half; keep {what}s as PNG or GIF")
+    levels = np.unique(grey).size
+    if levels > 2:
+        warn_data(f"{path}: the {what} has {levels} grey levels, not 2 ({100 * grey_fraction(grey):.1f} % of its "
+                  f"pixels are grey; lossy compression or resizing?): thresholded at half; keep {what}s "
+                  f"as PNG or GIF")
     if what == "label" and binary.size and binary.mean() > VESSEL_WARN_FRACTION:
         warn_data(f"{path}: {100 * binary.mean():.0f} % of the label is vessel: is it inverted? "
                   f"numpyseg reads bright pixels as vessel")
