@@ -136,29 +136,22 @@ def max_pixels() -> int:
     return limit
 
 
-def _open_lazily(path: Path) -> Image.Image:
-    """Image.open (header only) with numpyseg's own size limit in place of Pillow's.
-
-    Pillow's own limit (Image.MAX_IMAGE_PIXELS) is lifted for the call only:
-    `_open` compares the size with `max_pixels()` before decoding.
-    """
-    # The bytes are read whole, so no file handle stays open after decoding.
+def _file_bytes(path: Path) -> io.BytesIO:
+    """The file's bytes (gunzipped for ``.gz``), read whole so no file handle stays open."""
     data = path.read_bytes()
     if path.name.lower().endswith(".gz"):
         data = gzip.decompress(data)
-    source = io.BytesIO(data)
-    saved = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # the size is checked below, against max_pixels()
-    try:
-        return Image.open(source)
-    finally:
-        Image.MAX_IMAGE_PIXELS = saved
+    return io.BytesIO(data)
 
 
 def _open(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file (gzip-compressed or not), in displayed orientation.
 
-    The first frame only (GIF / TIFF).  The EXIF Orientation tag is applied.
+    The first frame only (GIF / TIFF).  The EXIF Orientation tag is applied
+    (`PIL.ImageOps.exif_transpose`).  Pillow's own size limit
+    (Image.MAX_IMAGE_PIXELS, a warning then an error) is lifted while the file
+    is decoded: the size is compared with `max_pixels()` from the header,
+    before any pixel is decoded.
 
     Raises:
         DataError: missing, a folder, empty, not an image, truncated, corrupt,
@@ -172,8 +165,10 @@ def _open(path: str | os.PathLike) -> Image.Image:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty (0 bytes): copy it again")
     limit = max_pixels()
+    saved_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        image = _open_lazily(path)
+        image = Image.open(_file_bytes(path))  # reads the header only
         width, height = image.size
         if width * height > limit:
             raise DataError(f"{path}: image is too large ({width}x{height} = {width * height / 1e6:.0f} "
@@ -182,15 +177,16 @@ def _open(path: str | os.PathLike) -> Image.Image:
         # Pillow decodes lazily: load() forces the full decode now, so a
         # truncated or corrupt file fails here with its name attached.
         image.load()
-        image = ImageOps.exif_transpose(image)
+        return ImageOps.exif_transpose(image)
+    except DataError:
+        raise
     except UnidentifiedImageError:
         raise DataError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except (OSError, EOFError, zlib.error, ValueError, SyntaxError, KeyError) as error:
-        if isinstance(error, DataError):
-            raise
         # gzip.BadGzipFile and "image file is truncated" are OSErrors.
         raise DataError(f"{path}: cannot decode image ({_one_line(error)})") from None
-    return image
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved_limit
 
 
 def _to_array(image: Image.Image, path) -> np.ndarray:
