@@ -310,12 +310,27 @@ def enc_float_0_255(truth, path):
     return path.with_suffix(".tif"), "read as 0..255"
 
 
+def enc_la(truth, path):
+    """Greyscale with an opaque alpha channel."""
+    Image.fromarray(np.dstack([truth * 255, np.full(truth.shape, 255, np.uint8)]), mode="LA").save(
+        path.with_suffix(".png"))
+    return path.with_suffix(".png"), None
+
+
+def enc_cmyk(truth, path):
+    """White vessels (no ink) on black (full K) in a CMYK TIFF."""
+    cmyk = np.zeros(truth.shape + (4,), np.uint8)
+    cmyk[:, :, 3] = (1 - truth) * 255
+    Image.fromarray(cmyk, mode="CMYK").save(path.with_suffix(".tif"))
+    return path.with_suffix(".tif"), None
+
+
 LABEL_ENCODINGS = {
     "0/255": enc_0_255, "0/1": enc_0_1, "palette": enc_palette, "palette-inverted": enc_palette_inverted,
     "red-strokes": enc_red_strokes, "jpeg": enc_jpeg, "jpeg-colour": enc_jpeg_colour,
     "antialiased": enc_antialiased, "alpha-transparent": enc_alpha_transparent, "alpha-opaque": enc_alpha_opaque,
     "16bit": enc_16bit, "16bit-0/255": enc_16bit_holding_0_255, "16bit-0/1": enc_16bit_holding_0_1,
-    "1bit": enc_bits, "float-0..255": enc_float_0_255,
+    "1bit": enc_bits, "float-0..255": enc_float_0_255, "LA": enc_la, "CMYK": enc_cmyk,
 }
 
 
