@@ -57,6 +57,10 @@ def read_quietly(reader, path):
     return value, [str(w.message) for w in caught if issubclass(w.category, DataWarning)]
 
 
+def to_u8(image):
+    return np.round(image * 255).astype(np.uint8)
+
+
 def assert_one_line(error, *fragments):
     message = str(error.value)
     assert "\n" not in message, message
@@ -189,7 +193,7 @@ def test_phone_jpeg_reads_upright_and_pairs_with_an_upright_label(tmp_path, orie
     drawn on the displayed picture has the same size and lies on the same pixels."""
     truth = make_fundus((40, 56), rng=orientation)  # as displayed
     stored_of = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}  # stored = displayed^-1 (6 <-> 8)
-    stored = displayed(np.round(truth.image * 255).astype(np.uint8), stored_of[orientation])
+    stored = displayed(to_u8(truth.image), stored_of[orientation])
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
     save(Image.fromarray(stored), tmp_path / "images" / "phone.jpg", orientation, quality=95)
@@ -472,7 +476,7 @@ def _folder_pair(root, image_names, label_names, rng=0):
     labels.mkdir()
     for i, name in enumerate(image_names):
         sample = make_fundus((32, 40), rng=rng + i)
-        Image.fromarray(np.round(sample.image * 255).astype(np.uint8)).save(images / name)
+        Image.fromarray(to_u8(sample.image)).save(images / name)
     for name in label_names:
         Image.fromarray(np.zeros((32, 40), np.uint8)).save(labels / name)
     return images, labels
@@ -517,7 +521,7 @@ def test_dataset_names_pair_in_a_folder(tmp_path):
 
 def _photo(path, shape=(40, 48), rng=0):
     sample = make_fundus(shape, rng=rng)
-    Image.fromarray(np.round(sample.image * 255).astype(np.uint8)).save(path)
+    Image.fromarray(to_u8(sample.image)).save(path)
     return sample
 
 
@@ -568,10 +572,6 @@ def test_stare_fov_files_named_like_images_are_used(tmp_path):
     (loaded,) = load_stare(tmp_path)
     np.testing.assert_array_equal(to_u8(loaded.image), to_u8(sample.image))
     np.testing.assert_array_equal(loaded.fov, sample.fov)
-
-
-def to_u8(image):
-    return np.round(image * 255).astype(np.uint8)
 
 
 def test_swapped_folders_are_refused(tmp_path):
