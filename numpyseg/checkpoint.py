@@ -15,8 +15,8 @@ a full disk mid-write leaves either the old checkpoint or the new one, never hal
 file.
 
 Every problem found while loading or restoring (missing file, truncated or corrupt
-zip, bad JSON, other format version, missing or misshapen array, a different
-architecture) raises CheckpointError, a ValueError whose one-line message names the
+zip, bad JSON, other format version, a NaN or infinite model weight, missing or
+misshapen array, a different architecture) raises CheckpointError, a ValueError whose one-line message names the
 file and the problem.
 """
 
@@ -130,7 +130,8 @@ def load_checkpoint(path) -> Checkpoint:
 
     Raises:
         CheckpointError: one line naming the file and the problem (missing, truncated
-            or corrupt file, bad metadata, other format version).
+            or corrupt file, bad metadata, other format version, a model parameter
+            holding NaN or infinite values: see `first_non_finite`).
     """
     name = str(path)
 
@@ -181,8 +182,28 @@ def load_checkpoint(path) -> Checkpoint:
             optim_state[key[len(_OPTIM):]] = value
         else:
             raise fail(f"unexpected entry '{key}'")
+    problem = first_non_finite(model_state)
+    if problem is not None:
+        raise fail(problem)
     return Checkpoint(model_state=model_state, optim_state=optim_state, config=meta["config"],
                       epoch=int(meta["epoch"]), extra=meta["extra"], version=version, path=name)
+
+
+def first_non_finite(state: dict[str, np.ndarray]) -> str | None:
+    """Describe the first parameter (in file order) holding NaN or infinite values, or None.
+
+    A model with such a weight predicts nonsense (e.g. no vessel anywhere)
+    without failing, so `load_checkpoint` refuses it.  Integer arrays are
+    always finite and skipped.
+    """
+    for name, value in state.items():
+        value = np.asarray(value)
+        if value.dtype.kind in "fc":
+            bad = value.size - int(np.count_nonzero(np.isfinite(value)))
+            if bad:
+                return (f"parameter '{name}' holds {bad} NaN or infinite values of {value.size}: the "
+                        f"checkpoint is damaged (a diverged run?); use an earlier checkpoint")
+    return None
 
 
 def config_difference(saved: dict, current: dict) -> str | None:

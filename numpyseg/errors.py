@@ -5,6 +5,11 @@ that names the problem (the file, the option, the value) and says what to do.
 The command line prints that line as ``numpyseg <command>: error: ...`` and
 exits with status 2; a Python user catches `NumpysegError` (or one of the
 kinds below).
+
+Problems that do not stop the work but change how it is done (a label that is
+not binary, a value range guessed from the data, images missing from a split)
+are warnings of class `NumpysegWarning` (a UserWarning), issued with
+`warnings.warn`, so they reach stderr and a Python user can filter them.
 """
 
 from __future__ import annotations
@@ -28,3 +33,11 @@ class TrainingDiverged(NumpysegError):
 
 class ConfigError(NumpysegError):
     """An option or configuration value is out of range or inconsistent."""
+
+
+class NumpysegWarning(UserWarning):
+    """Base class of numpyseg's warnings: the work goes on, but the user should know."""
+
+
+class DataWarning(NumpysegWarning):
+    """A file was read by a rule chosen from its data, or looks implausible, or a split is incomplete."""

@@ -16,6 +16,7 @@ from numpyseg.data.fov import connected_components, derive_fov, fill_holes, larg
 from numpyseg.data.io import DataError, read_image, read_label, read_mask, write_png
 from numpyseg.data.padding import crop_to, default_pad_size, pad_to, pad_to_multiple
 from numpyseg.data.synthetic import make_fundus
+from numpyseg.errors import DataWarning
 
 
 def assert_one_line(error, *fragments):
@@ -310,15 +311,19 @@ def test_load_chase_format(tmp_path):
         Image.fromarray(to_u8(sample.image)).save(tmp_path / f"{name}.jpg", quality=95)
         Image.fromarray(sample.label * 255).save(tmp_path / f"{name}_1stHO.png")
         Image.fromarray(np.zeros_like(sample.label)).save(tmp_path / f"{name}_2ndHO.png")
-    samples = load_chase(tmp_path)
+    with pytest.warns(DataWarning, match="all split: 25 of its 28 images are missing"):
+        samples = load_chase(tmp_path)
     assert [s.name for s in samples] == names
     for s in samples:
         np.testing.assert_array_equal(s.label, made[s.name].label)
         assert np.abs(s.image - made[s.name].image).mean() < 0.03  # JPEG
         assert iou(s.fov, made[s.name].fov) > 0.95
-    assert [s.name for s in load_chase(tmp_path, "training")] == names[:2]
-    assert [s.name for s in load_dataset("chase", tmp_path, "test")] == names[2:]
-    assert load_chase(tmp_path, observer=2)[0].label.sum() == 0
+    with pytest.warns(DataWarning, match="training split: 18 of its 20"):
+        assert [s.name for s in load_chase(tmp_path, "training")] == names[:2]
+    with pytest.warns(DataWarning, match="test split: 7 of its 8"):
+        assert [s.name for s in load_dataset("chase", tmp_path, "test")] == names[2:]
+    with pytest.warns(DataWarning):
+        assert load_chase(tmp_path, observer=2)[0].label.sum() == 0
 
 
 def test_load_folder_matching_rules(tmp_path, rng):
@@ -395,11 +400,12 @@ def test_bad_folders_raise_one_line_data_error(tmp_path):
 def test_fake_drive_layout_loads_and_size_mismatch_is_named(tmp_path):
     good = tmp_path / "good"
     write_fake_drive(good)
-    (sample,) = load_drive(good)
+    with pytest.warns(DataWarning, match="19 of its 20 images are missing"):
+        (sample,) = load_drive(good)
     assert sample.name == "21_training" and sample.fov.all() and not sample.label.any()
     bad = tmp_path / "bad"
     write_fake_drive(bad, label_size=(580, 565))
-    with pytest.raises(DataError) as error:
+    with pytest.raises(DataError) as error, pytest.warns(DataWarning, match="missing"):
         load_drive(bad)
     assert_one_line(error, "21_manual1.gif", "21_training.tif", "580x565", "584x565")
 
@@ -414,7 +420,7 @@ def test_truncated_image_in_dataset_is_named(tmp_path):
     for old, new in (("1st_manual/21_manual1.gif", "1st_manual/22_manual1.gif"),
                      ("mask/21_training_mask.gif", "mask/22_training_mask.gif")):
         (root / "training" / new).write_bytes((root / "training" / old).read_bytes())
-    with pytest.raises(DataError) as error:
+    with pytest.raises(DataError) as error, pytest.warns(DataWarning, match="missing"):
         load_drive(root)
     assert_one_line(error, "22_training.png")
 

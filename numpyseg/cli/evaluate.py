@@ -38,7 +38,7 @@ def add_arguments(parser):
     parser.add_argument("--masks", metavar="DIR", help="--dataset folder: FOV masks (default: derived)")
     parser.add_argument("--split", default=None,
                         help="split to score: test (default), training, or all (STARE: numpyseg's held-out "
-                             "split, see numpyseg.data.datasets.STARE_TEST_EVERY)")
+                             "split, see numpyseg.data.datasets.STARE_TEST)")
     parser.add_argument("--threshold", type=float, default=0.5,
                         help="probability threshold for the binary scores (default 0.5)")
     parser.add_argument("--per-image", action="store_true", help="also print one row per image")

@@ -29,7 +29,19 @@ CHASE_DB1 (28 images 960 x 999, files anywhere below <root>)::
     Image_01L_1stHO.png                       label by the first observer ('2ndHO' also accepted)
 
 STARE and CHASE_DB1 ship no FOV masks: the FOV is derived from the image
-(`numpyseg.data.fov.derive_fov`).
+(`numpyseg.data.fov.derive_fov`), unless a file named like the image is found
+whose content is a binary mask (a CHASE_DB1 copy with ``FOV/Image_01L.png``):
+then it is used as the FOV.
+
+Roles by name and content.  Where names leave a file's role open (several
+files named like one image, whatever folders they sit in), the content
+decides: a photograph has many grey levels, a label or mask is black and
+white (`numpyseg.data.io.is_photograph`).  Every loaded image must look like a
+photograph and every label and mask must not; anything else is refused.
+
+Splits by name.  Every split is a fixed list of image names (DRIVE_SPLIT_NAMES,
+STARE_TEST / STARE_TRAINING, CHASE_SPLIT_NAMES), never a position among the
+files present; a `DataWarning` names the split's images that are missing.
 
 Errors (missing folder, wrong layout, missing or unreadable file, label size
 different from the image) raise `DataError` with a one-line message naming the
@@ -38,6 +50,7 @@ folder or files involved.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +58,8 @@ from pathlib import Path
 import numpy as np
 
 from numpyseg.data.fov import derive_fov
-from numpyseg.data.io import DataError, image_stem, is_image_file, read_image, read_label, read_mask
+from numpyseg.data.io import (DataError, binarise, grey_fraction, image_stem, is_image_file, is_photograph,
+                              read_image, read_levels, warn_data)
 
 
 @dataclass(eq=False)
@@ -83,26 +97,52 @@ def _hw(array: np.ndarray) -> str:
     return f"{array.shape[0]}x{array.shape[1]}"
 
 
+def _read_binary_file(path, what: str, image_path, image: np.ndarray) -> np.ndarray:
+    """Read a label or mask for `image` as uint8 (H, W) of 0/1, checking its content and size.
+
+    Raises:
+        DataError: the file looks like a photograph, or its size differs from the image's.
+    """
+    levels = read_levels(path)
+    if is_photograph(levels):
+        raise DataError(f"{what} {path} looks like a photograph ({100 * grey_fraction(levels):.0f} % of its "
+                        f"pixels are grey), not a {what}: check which file belongs to {image_path}")
+    binary = binarise(levels.max(axis=2), path, what)
+    if binary.shape != image.shape[:2]:
+        raise DataError(f"{what} {path} is {_hw(binary)} (HxW) but its image {image_path} is {_hw(image)}")
+    return binary
+
+
+def check_photograph(image: np.ndarray, path) -> None:
+    """Refuse an 'image' whose content is a mask or label (black and white), naming the file.
+
+    Raises:
+        DataError: `is_photograph(image)` is False.
+    """
+    if not is_photograph(image):
+        raise DataError(f"image {path} looks like a mask or label ({100 * (1 - grey_fraction(image)):.0f} % "
+                        f"of its pixels are black, white or a pure colour), not a fundus photograph: "
+                        f"check the file")
+
+
 def make_sample(name: str, image_path, label_path=None, mask_path=None) -> Sample:
     """Read one image (+ label, + FOV mask) from files into a `Sample`.
 
-    Without `mask_path` the FOV is derived from the image.  A label or mask
-    whose size differs from the image raises DataError naming both files.
+    The image must look like a photograph, the label and mask like binary
+    images (see the module docstring).  Without `mask_path` the FOV is derived
+    from the image.
+
+    Raises:
+        DataError: a file is unreadable, has the wrong kind of content, or a
+            label or mask's size differs from the image (naming both files).
     """
     image = read_image(image_path)
-    label = None
-    if label_path is not None:
-        label = read_label(label_path)
-        if label.shape != image.shape[:2]:
-            raise DataError(f"label {label_path} is {_hw(label)} (HxW) but its image {image_path} "
-                            f"is {_hw(image)}")
-    if mask_path is not None:
-        fov = read_mask(mask_path)
-        if fov.shape != image.shape[:2]:
-            raise DataError(f"mask {mask_path} is {_hw(fov)} (HxW) but its image {image_path} "
-                            f"is {_hw(image)}")
-    else:
+    check_photograph(image, image_path)
+    label = None if label_path is None else _read_binary_file(label_path, "label", image_path, image)
+    if mask_path is None:
         fov = derive_fov(image)
+    else:
+        fov = _read_binary_file(mask_path, "mask", image_path, image)
     return Sample(name=name, image=image, label=label, fov=fov)
 
 
@@ -134,6 +174,136 @@ def _image_files(folder: Path, recursive: bool = False) -> list[Path]:
     return sorted(files, key=lambda p: _natural_key(p.name))
 
 
+#: At most this many missing image names are listed in a warning.
+MISSING_SHOWN = 8
+
+
+def warn_missing(dataset: str, split: str, expected, found) -> None:
+    """Warn (DataWarning) which of a split's images are absent from the images found.
+
+    Args:
+        dataset: 'DRIVE', 'STARE', 'CHASE_DB1', for the message.
+        split: the split's name, for the message.
+        expected: the split's image names (its fixed list).
+        found: the names of the images found (compared case-insensitively).
+    """
+    present = {name.lower() for name in found}
+    missing = [name for name in expected if name.lower() not in present]
+    if missing:
+        shown = ", ".join(missing[:MISSING_SHOWN]) + (f" and {len(missing) - MISSING_SHOWN} more"
+                                                      if len(missing) > MISSING_SHOWN else "")
+        warn_data(f"{dataset} {split} split: {len(missing)} of its {len(expected)} images are missing "
+                  f"({shown}): its scores are not comparable with the full split's")
+
+
+def _same_file_compressed(paths: list[Path]) -> list[Path]:
+    """Drop ``x.ppm.gz`` when ``x.ppm`` is also present (the same file, compressed)."""
+    plain = {p.name.lower() for p in paths if not p.name.lower().endswith(".gz")}
+    return [p for p in paths if not (p.name.lower().endswith(".gz") and p.name.lower()[:-3] in plain)]
+
+
+def photograph_and_mask(name: str, paths: list[Path], dataset: str) -> tuple[Path, Path | None]:
+    """Of the files named like image `name`, the photograph and (if any) the FOV mask, by content.
+
+    One file is the photograph.  With several (``Images/Image_01L.jpg`` and
+    ``FOV/Image_01L.png``), each is read: exactly one must look like a
+    photograph (`is_photograph`) and at most one other like a binary mask.
+
+    Raises:
+        DataError: the files cannot be told apart (several photographs or
+            several masks, or no photograph), naming them.
+    """
+    paths = sorted(_same_file_compressed(paths), key=str)
+    if len(paths) == 1:
+        return paths[0], None
+    photographs = [p for p in paths if is_photograph(read_image(p))]
+    masks = [p for p in paths if p not in photographs]
+    if len(photographs) != 1 or len(masks) > 1:
+        names = ", ".join(str(p) for p in paths)
+        raise DataError(f"{dataset} files {names} are all named like image {name}; by content "
+                        f"{len(photographs)} look like photographs and {len(masks)} like masks: keep one "
+                        f"photograph (and at most one FOV mask) per image name")
+    return photographs[0], (masks[0] if masks else None)
+
+
+# --------------------------------------------------------------------------- pairing by name
+
+#: Words that may end an image's name to say which split it belongs to ('21_training', '01_test').
+IMAGE_ROLE_WORDS = ("training", "test")
+#: Words that may end a label's or mask's name to say what it is ('21_manual1', 'Image_01L_1stHO',
+#: 'im0001.ah', '21_training_mask').
+LABEL_SUFFIXES = ("manual1", "manual2", "1stHO", "2ndHO", "ah", "vk", "mask", "fov", "label", "gt",
+                  "vessels")
+#: Characters that may separate a name from its role word or suffix.
+SEPARATORS = "_-. "
+
+
+def _strip_word(stem: str, words) -> str | None:
+    """`stem` (lower case) without a trailing separator + one of `words`, or None when it has none."""
+    stem = stem.lower()
+    for word in words:
+        word = word.lower()
+        cut = len(stem) - len(word) - 1
+        if cut > 0 and stem.endswith(word) and stem[cut] in SEPARATORS:
+            return stem[:cut]
+    return None
+
+
+def names_match(image: str, other: str) -> bool:
+    """True when a label or mask named `other` belongs to the image named `image` (stems, case ignored).
+
+    The rule: `other` equals `image`; or `other` minus a known suffix
+    (LABEL_SUFFIXES, after a separator) equals `image`; or it equals `image`
+    minus a known role word (IMAGE_ROLE_WORDS).  So '21_training' pairs with
+    '21_manual1' and '21_training_mask', 'Image_01L' with 'Image_01L_1stHO',
+    'im0001' with 'im0001.ah', '01_test' with '01_test'; 'p7_OD' does not pair
+    with 'p7_OS', nor '12' with '120'.
+    """
+    image, other = image.lower(), other.lower()
+    base = _strip_word(other, LABEL_SUFFIXES)
+    if other == image or base == image:
+        return True
+    return base is not None and base == _strip_word(image, IMAGE_ROLE_WORDS)
+
+
+def _nearest(stem: str, candidates: list[Path]) -> str:
+    """', nearest name X does not match' for the candidate sharing the longest start with `stem`, or ''."""
+    if not candidates:
+        return ""
+    common = [len(os.path.commonprefix([stem.lower(), image_stem(p).lower()])) for p in candidates]
+    best = int(np.argmax(common))
+    return f" (nearest name {candidates[best].name} does not match)" if common[best] else ""
+
+
+def match_files(image_paths: list[Path], candidates: list[Path], what: str, folder: Path) -> dict:
+    """Pair each image with exactly one file of `candidates` by `names_match`, one to one.
+
+    Returns:
+        {image_path: candidate_path}.
+
+    Raises:
+        DataError: an image with no match or several, or a file matching
+            several images (naming the files).
+    """
+    pairs, owner = {}, {}
+    for image_path in image_paths:
+        stem = image_stem(image_path)
+        found = [p for p in candidates if names_match(stem, image_stem(p))]
+        if not found:
+            raise DataError(f"image {image_path} has no {what} in {folder}{_nearest(stem, candidates)} (a "
+                            f"{what} is named {stem}, or {stem}_<suffix> with a suffix such as manual1, "
+                            f"1stHO, ah or mask)")
+        if len(found) > 1:
+            names = ", ".join(sorted(p.name for p in found))
+            raise DataError(f"image {image_path} matches several {what}s in {folder}: {names}")
+        if found[0] in owner:
+            raise DataError(f"{what} {found[0]} matches several images: {owner[found[0]].name} and "
+                            f"{image_path.name}")
+        owner[found[0]] = image_path
+        pairs[image_path] = found[0]
+    return pairs
+
+
 # --------------------------------------------------------------------------- DRIVE
 
 DRIVE_SPLITS = {"training": "training", "train": "training", "test": "test", "testing": "test"}
@@ -148,13 +318,26 @@ def _drive_root(root) -> Path:
     return path
 
 
-def _find_by_prefix(folder: Path, prefix: str) -> Path | None:
-    """The single image file in `folder` whose stem starts with `prefix` (None if none)."""
-    matches = [p for p in _image_files(folder) if image_stem(p).startswith(prefix)]
-    if len(matches) > 1:
-        names = ", ".join(p.name for p in matches)
-        raise DataError(f"folder {folder} has several files for {prefix!r}: {names}")
-    return matches[0] if matches else None
+#: DRIVE's official splits, by image name (the folders training/ and test/ of the release).
+DRIVE_SPLIT_NAMES = {
+    "training": tuple(f"{number}_training" for number in range(21, 41)),
+    "test": tuple(f"{number:02d}_test" for number in range(1, 21)),
+}
+
+
+def _check_drive_names(images: list[Path], split: str) -> None:
+    """Refuse an image in DRIVE's `split` folder that is not one of the split's images; warn about missing ones."""
+    names = [image_stem(p) for p in images]
+    own = {n.lower() for n in DRIVE_SPLIT_NAMES[split]}
+    for path, name in zip(images, names):
+        if name.lower() not in own:
+            other = "test" if split == "training" else "training"
+            where = (f"an image of DRIVE's {other} split" if name.lower() in
+                     {n.lower() for n in DRIVE_SPLIT_NAMES[other]} else "not a DRIVE image name")
+            first, last = DRIVE_SPLIT_NAMES[split][0], DRIVE_SPLIT_NAMES[split][-1]
+            raise DataError(f"DRIVE {split} folder holds {path}, {where} ({split} images are {first} .. "
+                            f"{last}): remove it, or use --dataset folder for other images")
+    warn_missing("DRIVE", split, DRIVE_SPLIT_NAMES[split], names)
 
 
 def load_drive(root, split: str = "training", observer: int = 1) -> list[Sample]:
@@ -167,8 +350,11 @@ def load_drive(root, split: str = "training", observer: int = 1) -> list[Sample]
         observer: 1 for 1st_manual (the reference), 2 for 2nd_manual (test
             split only: the second human observer).
 
-    Image '21_training.tif' is paired with '21_manual1.gif' and
-    '21_training_mask.gif' by its leading number.  The training split needs
+    The split's images are DRIVE_SPLIT_NAMES[split] ('21_training' ..
+    '40_training', '01_test' .. '20_test'): an image of another name in the
+    split's folder is refused, missing ones are warned about.  Labels and
+    masks are paired by `names_match` ('21_training.tif' with
+    '21_manual1.gif' and '21_training_mask.gif').  The training split needs
     its labels; a test split without a ``<observer>_manual`` folder loads
     with label None.
     """
@@ -193,23 +379,10 @@ def load_drive(root, split: str = "training", observer: int = 1) -> list[Sample]
         raise DataError(f"DRIVE folder {root} has no {split}/{manual}: {layout}")
     if not masks_dir.is_dir():
         raise DataError(f"DRIVE folder {root} has no {split}/mask: {layout}")
-
-    samples = []
-    for image_path in images:
-        name = image_stem(image_path)
-        number = name.split("_")[0]
-        label_path = None
-        if labels_dir.is_dir():
-            label_path = _find_by_prefix(labels_dir, f"{number}_manual")
-            if label_path is None:
-                raise DataError(f"DRIVE image {image_path} has no label {number}_manual{observer}.gif "
-                                f"in {labels_dir}")
-        mask_path = _find_by_prefix(masks_dir, f"{number}_{split}_mask") or _find_by_prefix(
-            masks_dir, f"{number}_")
-        if mask_path is None:
-            raise DataError(f"DRIVE image {image_path} has no mask {number}_{split}_mask.gif in {masks_dir}")
-        samples.append(make_sample(name, image_path, label_path, mask_path))
-    return samples
+    _check_drive_names(images, split)
+    labels = match_files(images, _image_files(labels_dir), "label", labels_dir) if labels_dir.is_dir() else {}
+    masks = match_files(images, _image_files(masks_dir), "mask", masks_dir)
+    return [make_sample(image_stem(p), p, labels.get(p), masks[p]) for p in images]
 
 
 # --------------------------------------------------------------------------- STARE
@@ -219,35 +392,44 @@ _STARE_IMAGE = re.compile(rf"^(im\d{{4}}){_SUFFIX}$", re.IGNORECASE)
 _STARE_LABEL = re.compile(rf"^(im\d{{4}})\.(ah|vk){_SUFFIX}$", re.IGNORECASE)
 
 
-def _prefer_plain(paths: list[Path]) -> Path:
-    """Of several files for one image, the uncompressed one first, then by path."""
-    return sorted(paths, key=lambda p: (p.name.lower().endswith(".gz"), str(p)))[0]
+def _one_file(paths: list[Path], what: str) -> Path:
+    """The one file of `paths` (``x.ppm`` preferred to its copy ``x.ppm.gz``); several raise DataError."""
+    paths = sorted(_same_file_compressed(paths), key=str)
+    if len(paths) > 1:
+        raise DataError(f"several {what} files for one image: {', '.join(str(p) for p in paths)}: keep one")
+    return paths[0]
 
 
-#: STARE has no official test split.  numpyseg holds out every STARE_TEST_EVERY-th
-#: image in name order (the 4th, 8th, ..., 20th: of the 20 labelled images im0004,
-#: im0081, im0163, im0240 and im0324) as its test split: 15 training / 5 test, a fixed
-#: leave-some-out split that keeps images from the whole collection on both sides.
-STARE_TEST_EVERY = 4
+#: The 20 STARE images with vessel labels (Hoover, Kouznetsova and Goldbaum, IEEE TMI 19(3), 2000).
+STARE_LABELLED = ("im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081", "im0082",
+                  "im0139", "im0162", "im0163", "im0235", "im0236", "im0239", "im0240", "im0255", "im0291",
+                  "im0319", "im0324")
+#: STARE has no official test split.  numpyseg holds out every fourth of the 20 labelled images in
+#: name order, a fixed list of names whatever files are present: 15 training / 5 test, with images
+#: from the whole collection on both sides.
+STARE_TEST = STARE_LABELLED[3::4]  # im0004, im0081, im0163, im0240, im0324
+STARE_TRAINING = tuple(name for name in STARE_LABELLED if name not in STARE_TEST)
 
 
 def stare_split(samples: list[Sample], split: str) -> list[Sample]:
-    """The 'training', 'test' or 'all' part of the STARE images (see STARE_TEST_EVERY).
+    """The 'training', 'test' or 'all' part of the STARE images, by name (STARE_TRAINING, STARE_TEST).
 
     Args:
         samples: STARE samples (as load_stare returns them; sorted here by name).
-        split: 'training' (every image but the held-out ones), 'test' (every
-            STARE_TEST_EVERY-th image in name order) or 'all'.
+        split: 'training' (the images named in STARE_TRAINING), 'test' (those
+            in STARE_TEST) or 'all' (every sample given).
+
+    Warns:
+        DataWarning: naming the split's images that are not among `samples`.
     """
     ordered = sorted(samples, key=lambda s: s.name)
     if split == "all":
         return ordered
-    held_out = {i for i in range(len(ordered)) if i % STARE_TEST_EVERY == STARE_TEST_EVERY - 1}
-    if split == "test":
-        return [s for i, s in enumerate(ordered) if i in held_out]
-    if split == "training":
-        return [s for i, s in enumerate(ordered) if i not in held_out]
-    raise DataError(f"STARE split must be 'training', 'test' or 'all', got {split!r}")
+    names = {"training": STARE_TRAINING, "test": STARE_TEST}.get(split)
+    if names is None:
+        raise DataError(f"STARE split must be 'training', 'test' or 'all', got {split!r}")
+    warn_missing("STARE", split, names, [s.name for s in ordered])
+    return [s for s in ordered if s.name.lower() in names]
 
 
 def load_stare(root, observer: str = "ah", labelled_only: bool = True) -> list[Sample]:
@@ -255,7 +437,8 @@ def load_stare(root, observer: str = "ah", labelled_only: bool = True) -> list[S
 
     Files are searched for by name anywhere below `root` (one flat folder, or
     the downloads' ``stare-images/`` and ``labels-ah/`` subfolders).  The FOV
-    is derived from each image.  STARE has no official training/test split:
+    is derived from each image (or read from a binary file named like it,
+    see `photograph_and_mask`).  STARE has no official training/test split:
     `stare_split` gives numpyseg's fixed one.
 
     Args:
@@ -288,16 +471,17 @@ def load_stare(root, observer: str = "ah", labelled_only: bool = True) -> list[S
     if labelled_only and not labels:
         raise DataError(f"STARE folder {root} has no labels named like im0001.{observer}.ppm: "
                         f"{layout}{_archive_hint(root)}")
-    samples = []
-    for name in sorted(images, key=_natural_key):
-        label_path = _prefer_plain(labels[name]) if name in labels else None
-        if label_path is None and labelled_only:
-            continue
-        samples.append(make_sample(name, _prefer_plain(images[name]), label_path, None))
     missing = sorted(set(labels) - set(images))
     if missing:
-        raise DataError(f"STARE folder {root} has a label {_prefer_plain(labels[missing[0]])} "
+        raise DataError(f"STARE folder {root} has a label {_one_file(labels[missing[0]], 'STARE label')} "
                         f"but no image {missing[0]}.ppm")
+    samples = []
+    for name in sorted(images, key=_natural_key):
+        label_path = _one_file(labels[name], "STARE label") if name in labels else None
+        if label_path is None and labelled_only:
+            continue
+        image_path, mask_path = photograph_and_mask(name, images[name], "STARE")
+        samples.append(make_sample(name, image_path, label_path, mask_path))
     return samples
 
 
@@ -306,15 +490,23 @@ def load_stare(root, observer: str = "ah", labelled_only: bool = True) -> list[S
 _CHASE_IMAGE = re.compile(r"^(image_(\d{2})[lr])\.(?:jpg|jpeg|png|tif|tiff|bmp)$", re.IGNORECASE)
 _CHASE_LABEL = re.compile(r"^(image_\d{2}[lr])_(1stho|2ndho)\.(?:png|gif|tif|tiff|bmp|ppm)$", re.IGNORECASE)
 CHASE_SPLITS = ("all", "training", "test")
+#: CHASE_DB1's 28 images (14 children, left and right eye) and numpyseg's split by name: the
+#: first 20 (children 01-10) for training, the last 8 (children 11-14) for test, as SA-UNet and
+#: most later papers use.
+CHASE_SPLIT_NAMES = {"all": tuple(f"Image_{child:02d}{eye}" for child in range(1, 15) for eye in "LR")}
+CHASE_SPLIT_NAMES["training"] = CHASE_SPLIT_NAMES["all"][:20]
+CHASE_SPLIT_NAMES["test"] = CHASE_SPLIT_NAMES["all"][20:]
 
 
 def load_chase(root, split: str = "all", observer: int = 1) -> list[Sample]:
     """Load CHASE_DB1: images Image_01L.jpg with labels Image_01L_1stHO.png.
 
-    Files are searched for by name anywhere below `root`; the FOV is derived
-    from each image.  CHASE_DB1 has no official split; 'training' is the first
-    20 images (children 01-10) and 'test' the last 8 (children 11-14), the
-    split used by SA-UNet and most later papers; 'all' gives all 28.
+    Files are searched for by name anywhere below `root`, whatever the
+    folders are called.  Several files named like one image (a copy with
+    ``Images/Image_01L.jpg`` and ``FOV/Image_01L.png``) are told apart by
+    content (`photograph_and_mask`): the binary one is used as the FOV mask;
+    otherwise the FOV is derived from the image.  The split is by name
+    (CHASE_SPLIT_NAMES); missing images of the split are warned about.
 
     Args:
         root: a folder holding the files (at any depth).
@@ -328,88 +520,49 @@ def load_chase(root, split: str = "all", observer: int = 1) -> list[Sample]:
     if tag is None:
         raise DataError(f"CHASE_DB1 observer must be 1 or 2, got {observer!r}")
     root = _folder(root, "CHASE_DB1")
-    images: dict[str, Path] = {}
-    numbers: dict[str, int] = {}
-    labels: dict[str, Path] = {}
+    images: dict[str, list[Path]] = {}
+    labels: dict[str, list[Path]] = {}
     for path in sorted(root.rglob("*")):
         if not path.is_file():
             continue
         match = _CHASE_LABEL.match(path.name)
         if match:
             if match.group(2).lower() == tag:
-                labels.setdefault(match.group(1).lower(), path)
+                labels.setdefault(match.group(1).lower(), []).append(path)
             continue
         match = _CHASE_IMAGE.match(path.name)
         if match:
-            images.setdefault(match.group(1).lower(), path)
-            numbers[match.group(1).lower()] = int(match.group(2))
+            images.setdefault(match.group(1).lower(), []).append(path)
     layout = "expected files Image_01L.jpg and labels Image_01L_1stHO.png"
     if not images:
         raise DataError(f"CHASE_DB1 folder {root} has no images named like Image_01L.jpg: "
                         f"{layout}{_archive_hint(root)}")
+    wanted = CHASE_SPLIT_NAMES[split]
+    found = [name for name in wanted if name.lower() in images]
+    warn_missing("CHASE_DB1", split, wanted, found)
     samples = []
-    for key in sorted(images, key=_natural_key):
-        if split == "training" and numbers[key] > 10 or split == "test" and numbers[key] <= 10:
-            continue
+    for name in found:
+        key = name.lower()
         if key not in labels:
-            raise DataError(f"CHASE_DB1 image {images[key]} has no label {images[key].stem}_"
+            raise DataError(f"CHASE_DB1 image {images[key][0]} has no label {name}_"
                             f"{'1stHO' if tag == '1stho' else '2ndHO'}.png below {root}")
-        samples.append(make_sample(images[key].stem, images[key], labels[key], None))
+        image_path, mask_path = photograph_and_mask(name, images[key], "CHASE_DB1")
+        label_path = _one_file(labels[key], "CHASE_DB1 label")
+        samples.append(make_sample(image_path.stem, image_path, label_path, mask_path))
     return samples
 
 
 # --------------------------------------------------------------------------- generic folder
 
-_SEPARATORS = "_-. "
-
-
-def _leading_token(stem: str) -> str:
-    return re.split(r"[_\-. ]", stem, maxsplit=1)[0]
-
-
-def match_files(image_paths: list[Path], candidates: list[Path], what: str, folder: Path) -> dict:
-    """Pair each image with one file of `candidates` by name (see `load_folder` for the rule).
-
-    Returns {image_path: candidate_path}; raises DataError for an image with no
-    match or with several equally good ones.
-    """
-    by_stem: dict[str, list[Path]] = {}
-    for path in candidates:
-        by_stem.setdefault(image_stem(path), []).append(path)
-    stems = [image_stem(p) for p in image_paths]
-    tokens = [_leading_token(s) for s in stems]
-    pairs = {}
-    for image_path, stem, token in zip(image_paths, stems, tokens):
-        found = by_stem.get(stem, [])
-        if not found:
-            found = [p for s, ps in by_stem.items() for p in ps
-                     if len(s) > len(stem) and s.startswith(stem) and s[len(stem)] in _SEPARATORS]
-        if not found and tokens.count(token) == 1:
-            found = [p for s, ps in by_stem.items() for p in ps if _leading_token(s) == token]
-        if not found:
-            raise DataError(f"image {image_path} has no {what} in {folder} (a {what} matches when its "
-                            f"name without extension equals {stem!r} or starts with {stem + '_'!r})")
-        if len(found) > 1:
-            names = ", ".join(sorted(p.name for p in found))
-            raise DataError(f"image {image_path} matches several {what}s in {folder}: {names}")
-        pairs[image_path] = found[0]
-    return pairs
-
-
 def load_folder(images_dir, labels_dir=None, masks_dir=None) -> list[Sample]:
     """Load every image of a folder, with labels and FOV masks from other folders.
 
-    Matching rule, for an image with file stem S (name without extension and
-    without ``.gz``), a label/mask file with stem T matches when, in order of
-    preference:
-      1. T == S                               ('01.png' <-> '01.gif');
-      2. T starts with S followed by one of ``_ - . space``
-                                              ('Image_01L.jpg' <-> 'Image_01L_1stHO.png');
-      3. T and S have the same leading token (text before the first separator)
-         and no other image shares that token
-                                              ('21_training.tif' <-> '21_manual1.gif').
-    An image with no match, or with several matches at the first rule that
-    finds any, raises DataError.  Without `masks_dir` the FOV is derived from
+    Each image is paired with the one label (and mask) whose name matches by
+    `names_match` ('21_training.tif' with '21_manual1.gif', 'Image_01L.jpg'
+    with 'Image_01L_1stHO.png', 'im0001.ppm' with 'im0001.ah.ppm', '01.png'
+    with '01.gif'); an image with none or several, or a label matching several
+    images, raises DataError naming the files.  Content is checked as for
+    every loader (`make_sample`).  Without `masks_dir` the FOV is derived from
     the image; without `labels_dir` the labels are None.
     """
     images_dir = _folder(images_dir, "images")
