@@ -448,12 +448,13 @@ class Trainer:
         """Write the current state to run_dir/name (atomically).
 
         Raises:
-            _NonFinite: a weight or Adam moment is NaN/inf; nothing is written (a
+            TrainingDiverged: a weight or Adam moment is NaN/inf; nothing is written (a
                 checkpoint never holds non-finite state).
         """
         bad = self.non_finite_state()
         if bad is not None:
-            raise _NonFinite(bad)
+            raise TrainingDiverged(f"{bad} hold NaN/inf: {self.run_dir / name} not written (a checkpoint never "
+                                   f"holds non-finite state); resume from the last good checkpoint with a lower --lr")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         return save_checkpoint(self.run_dir / name, self.model, self.optimizer, config=self.model_config,
                                epoch=self.epoch, extra=self._extra())
@@ -801,6 +802,6 @@ class Trainer:
             self._rollback(self._pending_snapshot)
         try:
             self.save(LAST)
-        except _NonFinite:  # never reached in practice: each step checks the state it leaves
+        except TrainingDiverged:  # never reached in practice: each step checks the state it leaves
             return self._interrupted(saved=False, by=guard.signal_name)
         return self._interrupted(saved=True, by=guard.signal_name)
