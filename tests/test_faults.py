@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 
-import numba
 import numpy as np
 import pytest
 
@@ -30,14 +29,6 @@ TINY_ARGS = ["--synthetic-count", "6", "--synthetic-size", "32", "--batch-size",
              "--val-count", "2", "--block-size", "3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_numba_thread():
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
-
-
 @pytest.fixture(autouse=True)
 def no_curves(monkeypatch):
     """Drawing curves.png costs more than a tiny epoch."""
@@ -47,12 +38,17 @@ def no_curves(monkeypatch):
 @pytest.fixture(scope="module")
 def run_one_epoch(tmp_path_factory):
     """A finished one-epoch run (read-only for the tests: copy before changing it)."""
+    import numba
+
     run = tmp_path_factory.mktemp("faults") / "run"
-    T.logs.plot_curves, saved = (lambda *a, **k: None), T.logs.plot_curves
-    try:
-        Trainer(TrainConfig(**TINY, epochs=1), run, log=lambda line: None).fit()
-    finally:
-        T.logs.plot_curves = saved
+    threads = numba.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(T.logs, "plot_curves", lambda *args, **kwargs: None)
+        numba.set_num_threads(1)  # tiny arrays: a parallel region costs more than the work
+        try:
+            Trainer(TrainConfig(**TINY, epochs=1), run, log=lambda line: None).fit()
+        finally:
+            numba.set_num_threads(threads)
     return run
 
 

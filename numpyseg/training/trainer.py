@@ -524,7 +524,7 @@ class Trainer:
             raise _NonFinite("the loss")
         if self.reference_loss is None:
             self.reference_loss = float(value)
-        elif value > DIVERGENCE_FACTOR * self.reference_loss:
+        elif self.reference_loss > 0 and value > DIVERGENCE_FACTOR * self.reference_loss:
             raise _NonFinite("the loss", f"rose to {value:.4g}, over {DIVERGENCE_FACTOR:g} times the run's "
                                          f"first loss {self.reference_loss:.4g},")
 
