@@ -118,7 +118,7 @@ def _name_the_target(error: OSError, path: Path) -> OSError:
     filename = str(path) if _is_temporary_of(error.filename, path) else error.filename
     reason = error.strerror or str(error) or type(error).__name__
     if error.errno in _DISK_FULL:
-        reason = "the disk is full: free some space (or write elsewhere) and run again; the file is unchanged"
+        reason = f"{reason}: the disk is full; free some space (or write elsewhere) and run again; the file is unchanged"
     elif error.errno in _NOT_WRITABLE:
         reason = (f"cannot write here ({reason}: a read-only or protected folder): choose a writable "
                   f"folder; the file is unchanged")

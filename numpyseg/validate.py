@@ -61,7 +61,9 @@ def check_number(option: str, value, *, low: float | None = None, high: float | 
     if not inside:
         left = "-inf" if low is None else f"{low:g}"
         right = "inf" if high is None else f"{high:g}"
-        interval = f"{'(' if low_open or low is None else '['}{left}, {right}{')' if high_open or high is None else ']'}"
+        opening = "(" if low_open or low is None else "["
+        closing = ")" if high_open or high is None else "]"
+        interval = f"{opening}{left}, {right}{closing}"
         raise ConfigError(f"{option} must be a finite number in {interval}, got {value}")
     return number
 

@@ -399,7 +399,7 @@ def test_disk_full_during_training_is_one_line_naming_the_checkpoint(tmp_path, c
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--epochs", "1"] + TINY_ARGS) == 2
     err = error_line(capsys, "train")
-    assert err.startswith(f"numpyseg train: error: {run / 'best.npz'}: the disk is full"), err
+    assert err.startswith(f"numpyseg train: error: {run / 'best.npz'}: No space left on device: the disk is full"), err
     assert not any(p.name.endswith(".tmp") for p in run.iterdir())
 
 
