@@ -28,7 +28,8 @@ class CheckpointError(NumpysegError):
 
 
 class TrainingDiverged(NumpysegError):
-    """The loss, the logits, the weights or the optimiser state became NaN or infinite."""
+    """The loss, the logits, the weights or the optimiser state became NaN or infinite, or
+    the loss exploded (over 100 times the run's first loss); no checkpoint holds that state."""
 
 
 class ConfigError(NumpysegError):

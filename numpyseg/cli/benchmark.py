@@ -27,11 +27,16 @@ def add_arguments(parser):
 
 def run(args):
     from numpyseg import benchmark
+    from numpyseg.training.config import MAX_BATCH_SIZE
+    from numpyseg.validate import check_int
 
     quick = args.quick
     size = args.size if args.size is not None else (64 if quick else 592)
     repeats = args.repeats if args.repeats is not None else (1 if quick else 5)
     batches = args.batches or ([1, 2] if quick else [1, 4])
+    check_int("--size", size, low=8, high=4096)
+    for batch in batches:
+        check_int("--batches", batch, high=MAX_BATCH_SIZE)
     if repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {repeats}")
     if args.threads is not None and args.threads < 1:

@@ -23,7 +23,7 @@ def add_arguments(parser):
                         help="fundus photograph (default: the shipped CC0 retina photograph)")
     parser.add_argument("--out", default="numpyseg_demo.png", metavar="PNG",
                         help="figure to write (default numpyseg_demo.png)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="vessel threshold (default 0.5)")
+    parser.add_argument("--threshold", type=float, default=0.5, help="vessel threshold, between 0 and 1 (default 0.5)")
 
 
 def run(args) -> int:
@@ -37,7 +37,9 @@ def run(args) -> int:
     from numpyseg.data.io import read_image, write_png
     from numpyseg.inference import load_model
     from numpyseg.training.logs import atomic_write_bytes
+    from numpyseg.validate import check_threshold
 
+    check_threshold(args.threshold)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {out}")

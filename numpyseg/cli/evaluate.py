@@ -23,6 +23,8 @@ HELP = "score a model on a dataset: Acc, Sen, Spe, F1, IoU, MCC, AUC (whole imag
 COLUMNS = (("accuracy", "Acc"), ("sensitivity", "Sen"), ("specificity", "Spe"), ("f1", "F1"),
            ("iou", "IoU"), ("mcc", "MCC"), ("auc", "AUC"))
 REGIONS = (("whole", "whole image"), ("fov", "inside FOV"))
+#: Keys every --json score file has; an existing file with them may be replaced.
+SCORE_KEYS = ("weights", "dataset", "split", "threshold", "images")
 
 
 def add_arguments(parser):
@@ -40,7 +42,7 @@ def add_arguments(parser):
                         help="split to score: test (default), training, or all (STARE: numpyseg's held-out "
                              "split, see numpyseg.data.datasets.STARE_TEST)")
     parser.add_argument("--threshold", type=float, default=0.5,
-                        help="probability threshold for the binary scores (default 0.5)")
+                        help="probability threshold for the binary scores, between 0 and 1 (default 0.5)")
     parser.add_argument("--per-image", action="store_true", help="also print one row per image")
     parser.add_argument("--json", metavar="FILE", help="write every score (means and per image) as JSON")
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
@@ -118,16 +120,36 @@ def _json_safe(value):
     return value
 
 
+def check_arguments(args) -> None:
+    """Validate the numeric options, and that --json replaces nothing but an earlier score file.
+
+    Raises:
+        ConfigError: one line naming the option and its allowed range.
+    """
+    from numpyseg.atomic import is_json_with_keys, refuse_to_overwrite
+    from numpyseg.training.config import MAX_BATCH_SIZE, MAX_SYNTHETIC_COUNT, MAX_SYNTHETIC_SIZE
+    from numpyseg.validate import check_int, check_threshold
+
+    check_threshold(args.threshold)
+    if args.limit is not None:
+        check_int("--limit", args.limit)
+    check_int("--batch-size", args.batch_size, high=MAX_BATCH_SIZE)
+    if args.dataset == "synthetic":
+        check_int("--synthetic-count", args.synthetic_count, high=MAX_SYNTHETIC_COUNT)
+        check_int("--synthetic-size", args.synthetic_size, low=16, high=MAX_SYNTHETIC_SIZE)
+        check_int("--seed", args.seed, low=0)
+    if args.json:
+        refuse_to_overwrite(args.json, "--json", lambda path: is_json_with_keys(path, SCORE_KEYS),
+                            "a score file written by numpyseg evaluate")
+
+
 def run(args) -> int:
     from numpyseg.data.io import DataError
     from numpyseg.inference import dataset_pad_size, load_model, predict_proba
     from numpyseg.metrics.segmentation import evaluate_dataset
     from numpyseg.training.logs import atomic_write_bytes
 
-    if not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f"--threshold must lie in [0, 1], got {args.threshold}")
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {args.limit}")
+    check_arguments(args)
     weights = resolve_weights(args.weights)
     model, checkpoint = load_model(weights)
     samples = _load_samples(args)
@@ -139,7 +161,7 @@ def run(args) -> int:
     pad = dataset_pad_size(args.dataset, [s.shape for s in samples])
 
     start = time.monotonic()
-    probs = predict_proba(model, [s.image for s in samples], pad_size=pad, batch_size=max(args.batch_size, 1))
+    probs = predict_proba(model, [s.image for s in samples], pad_size=pad, batch_size=args.batch_size)
     seconds = time.monotonic() - start
     result = evaluate_dataset(probs, [s.label for s in samples], [s.fov for s in samples],
                               threshold=args.threshold, names=[s.name for s in samples])

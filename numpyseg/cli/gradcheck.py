@@ -15,6 +15,9 @@ def run(args):
     import numba
 
     from numpyseg.gradcheck_suite import LAYER_CHECKS, MODEL_CHECKS
+    from numpyseg.validate import check_int
+
+    check_int("--seed", args.seed, low=0)
 
     # Thousands of forward passes on tiny arrays: one thread avoids paying a
     # thread hand-off per kernel call, which costs more than the work itself.

@@ -1,9 +1,17 @@
 """`numpyseg` command line: one sub-command per module in numpyseg/cli/.
 
 Each sub-command module has `HELP` (one line), `add_arguments(parser)` and
-`run(args) -> int`.  Errors a user can fix (a missing folder, a bad image, a
-corrupt checkpoint) are ValueErrors/OSErrors with a one-line message: they are
-printed as `numpyseg <command>: error: ...` and the exit code is 2.
+`run(args) -> int`.
+
+Error policy: every problem a user can fix ends the command with one line,
+`numpyseg <command>: error: ...`, and exit status 2, never a traceback:
+
+    NumpysegError (and other ValueErrors)  its one-line message (numpyseg/errors.py)
+    OSError                                the file it concerns and the reason
+    MemoryError                            what to make smaller (`memory_hint`)
+
+Ctrl-C prints `interrupted` and exits 130 (training saves its state first and
+says how to resume).
 """
 
 from __future__ import annotations
@@ -35,18 +43,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message; an OSError as 'FILE: reason'."""
+    if isinstance(error, OSError) and error.filename is not None:
+        text = f"{error.filename}: {error.strerror or error}"
+    else:
+        text = str(error)
+    return text.splitlines()[0] if text.strip() else type(error).__name__
+
+
+def memory_hint(args) -> str:
+    """What to make smaller after a MemoryError, from the options this command has."""
+    if hasattr(args, "tile"):
+        return "predict large images in tiles with --tile PX (e.g. --tile 512)"
+    if hasattr(args, "patch_size") or args.command == "train":
+        return "lower --batch-size or train on patches with a smaller --patch-size (e.g. --patch-size 128)"
+    if hasattr(args, "batch_size"):
+        return "lower --batch-size, or predict large images in tiles (numpyseg predict --tile PX)"
+    return "use smaller images or sizes, or close other programs"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for run records
+    prefix = f"numpyseg {args.command}: error:"
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print(f"numpyseg {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"numpyseg {args.command}: error: {message}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # NumpysegError is a ValueError
+        print(f"{prefix} {one_line(error)}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"{prefix} out of memory: {memory_hint(args)}", file=sys.stderr)
         return 2
 
 

@@ -2,6 +2,8 @@
 
 HELP = "print the model's layers, output shapes and parameter counts"
 
+MAX_SIZE = 65536  # the table only computes shapes; beyond this a typo is more likely than an image
+
 
 def add_arguments(parser):
     parser.add_argument("--arch", choices=["sa_unetv2", "sa_unet"], default="sa_unetv2",
@@ -12,9 +14,9 @@ def add_arguments(parser):
 
 def run(args):
     from numpyseg.models import build_model
+    from numpyseg.validate import check_int
 
-    if args.size % 8:
-        raise ValueError(f"--size must be a multiple of 8, got {args.size}")
+    check_int("--size", args.size, low=8, high=MAX_SIZE, multiple=8)
     model = build_model({"arch": args.arch, "base_channels": args.base_channels})
     print(model.summary((args.size, args.size)))
     return 0

@@ -134,16 +134,13 @@ _NOT_CONFIG = {"command", "run", "out", "resume", "overwrite", "argv"}
 def run(args) -> int:
     from numpyseg.checkpoint import CheckpointError, load_checkpoint
     from numpyseg.training.config import TrainConfig, merge_for_resume
-    from numpyseg.training.trainer import LAST, STATE_FORMAT, Trainer
+    from numpyseg.training.trainer import LAST, STATE_FORMAT, Trainer, check_run_folder
 
     given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     out = Path(args.out)
     last = out / LAST
+    check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
     if args.resume:
-        if args.overwrite:
-            raise ValueError("--resume and --overwrite contradict each other")
-        if not last.exists():
-            raise ValueError(f"--resume: {last} not found (nothing to resume in {out})")
         checkpoint = load_checkpoint(last)
         if checkpoint.extra.get("format") != STATE_FORMAT or "train_config" not in checkpoint.extra:
             raise CheckpointError(f"checkpoint {last}: not a training state written by numpyseg train")
@@ -154,9 +151,6 @@ def run(args) -> int:
                   f"(N > {checkpoint.epoch}) to train further")
             return 0
     else:
-        if last.exists() and not args.overwrite:
-            raise ValueError(f"{out} already holds a run ({last}): pass --resume to continue it, "
-                             f"--overwrite to start again, or choose another --out")
         config = TrainConfig(**given)
 
     import shlex
@@ -165,9 +159,7 @@ def run(args) -> int:
     trainer = Trainer(config, out, resume=args.resume, command=command)
     print(trainer.describe(), flush=True)
     if args.resume:
-        where = (f"epoch {trainer.epoch + 1}, step {trainer.step_in_epoch + 1}" if trainer.plan is not None
-                 else f"epoch {trainer.epoch + 1}")
-        print(f"resuming {last} at {where} of {config.epochs}", flush=True)
+        print(f"resuming {last} at {trainer.position()}", flush=True)
     result = trainer.fit()
     if result.status == "interrupted":
         print(f"numpyseg train: {result.message}", file=sys.stderr, flush=True)

@@ -85,17 +85,37 @@ def prepare(name: str, logits, target, mask=None):
     return z, y, m
 
 
-def balanced_pos_weight(target: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """w = #negatives / #positives over the (masked) pixels; 1.0 when there are no positives.
+#: Bounds of the 'balanced' weight: at most 100 (one vessel pixel in a patch of
+#: background must not get 10,000 times the weight of the others), at least 1/100.
+BALANCED_MAX_WEIGHT = 100.0
 
-    With no positive pixel the weight multiplies only y = 0 terms, so any value gives
-    the same loss; 1.0 keeps the loss equal to plain BCE.
+
+def balanced_pos_weight(target: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """w = #negatives / #positives over the (masked) pixels, kept finite and positive.
+
+    Both counts are floored at 1 pixel and w is clipped to
+    [1 / BALANCED_MAX_WEIGHT, BALANCED_MAX_WEIGHT]:
+
+        w = clip(max(#neg, 1) / max(#pos, 1), 1/100, 100)      (#pos > 0)
+
+    so a batch without background (all vessel) still gives the vessels a positive
+    weight, hence a loss and a gradient (w = 0 would silence them), and a batch with
+    a handful of vessel pixels does not blow their gradient up.  A batch with no
+    vessel pixel gets w = 1.0: w multiplies only the y = 1 terms, so the loss is
+    plain BCE whatever w is.  Soft labels count fractionally (#pos = sum m * y,
+    #neg = sum m * (1 - y)).
+
+    Returns:
+        w as a Python float in [0.01, 100].
     """
     y = np.asarray(target, dtype=np.float64)
     m = np.ones_like(y) if mask is None else np.asarray(mask, dtype=np.float64)
     pos = float(np.sum(m * y))
+    if pos <= 0:
+        return 1.0
     neg = float(np.sum(m * (1.0 - y)))
-    return neg / pos if pos > 0 else 1.0
+    ratio = max(neg, 1.0) / max(pos, 1.0)
+    return float(np.clip(ratio, 1.0 / BALANCED_MAX_WEIGHT, BALANCED_MAX_WEIGHT))
 
 
 def resolve_pos_weight(pos_weight, y: np.ndarray, m: np.ndarray) -> float:
@@ -139,7 +159,8 @@ def bce_with_logits(logits: np.ndarray, target: np.ndarray, mask: np.ndarray | N
             field of view; None counts every pixel.
         pos_weight: w > 0, the weight of the positive term, or 'balanced' for
             w = #neg / #pos over the masked pixels of this batch (a constant, not
-            differentiated; 1.0 when the batch has no positive pixel).
+            differentiated; counts floored at 1 and w clipped to [0.01, 100], see
+            `balanced_pos_weight`).
 
     Returns:
         (L, dL/dz): the loss as a Python float and its gradient, same shape and dtype

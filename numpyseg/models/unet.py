@@ -35,6 +35,40 @@ from numpyseg.layers.conv_transpose import ConvTranspose2d
 from numpyseg.layers.module import Module, check_input
 from numpyseg.layers.pool import MaxPool2d
 from numpyseg.models.blocks import ConvBlock, DoubleBlock
+from numpyseg.errors import ConfigError
+from numpyseg.validate import check_int, check_number
+
+#: GroupNorm's number of groups in SA-UNetv2 (every width must be a multiple of it).
+GROUPS = 8
+#: The largest start width accepted: 16x the default, already ~66 million parameters.
+MAX_BASE_CHANNELS = 256
+#: Upper bounds that keep a mistyped value from allocating the machine's memory.
+MAX_BLOCK_SIZE, MAX_IN_CHANNELS = 64, 64
+
+
+def check_model_options(arch: str, base_channels, dropblock_rate, block_size, in_channels) -> dict:
+    """Validate the values of a model config (from the command line or a checkpoint).
+
+    base_channels: an integer from 1 to MAX_BASE_CHANNELS; for SA-UNetv2 a multiple of
+    GROUPS, since its widths c, 2c, 3c, 4c are each split into 8 GroupNorm groups
+    (3c divisible by 8 needs c divisible by 8).  dropblock_rate in [0, 1); block_size
+    and in_channels positive integers below their bounds.
+
+    Returns:
+        The values converted: {'base_channels': int, 'dropblock_rate': float,
+        'block_size': int, 'in_channels': int}.
+    Raises:
+        ConfigError: one line naming the first bad value.
+    """
+    multiple = GROUPS if arch == "sa_unetv2" else 1
+    return {
+        "base_channels": check_int(f"{arch} base_channels (--base-channels)", base_channels, low=multiple,
+                                   high=MAX_BASE_CHANNELS, multiple=multiple),
+        "dropblock_rate": check_number("dropblock_rate (--dropblock-rate)", dropblock_rate, low=0.0, high=1.0,
+                                       high_open=True),
+        "block_size": check_int("block_size (--block-size)", block_size, high=MAX_BLOCK_SIZE),
+        "in_channels": check_int("in_channels", in_channels, high=MAX_IN_CHANNELS),
+    }
 
 
 class UNet3(Module):
@@ -177,7 +211,9 @@ class SAUNetV2(UNet3):
 
     def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0,
                  input_grad=True):
-        c = base_channels
+        checked = check_model_options("sa_unetv2", base_channels, dropblock_rate, block_size, in_channels)
+        c, dropblock_rate, block_size, in_channels = (checked["base_channels"], checked["dropblock_rate"],
+                                                      checked["block_size"], checked["in_channels"])
         super().__init__((c, 2 * c, 3 * c, 4 * c), in_channels=in_channels, norm="group",
                          cross_scale_attention=True, dropblock_rate=dropblock_rate,
                          block_size=block_size, seed=seed, input_grad=input_grad)
@@ -190,7 +226,9 @@ class SAUNet(UNet3):
 
     def __init__(self, base_channels=16, dropblock_rate=0.15, block_size=7, in_channels=3, seed=0,
                  input_grad=True):
-        c = base_channels
+        checked = check_model_options("sa_unet", base_channels, dropblock_rate, block_size, in_channels)
+        c, dropblock_rate, block_size, in_channels = (checked["base_channels"], checked["dropblock_rate"],
+                                                      checked["block_size"], checked["in_channels"])
         super().__init__((c, 2 * c, 4 * c, 8 * c), in_channels=in_channels, norm="batch",
                          cross_scale_attention=False, dropblock_rate=dropblock_rate,
                          block_size=block_size, seed=seed, input_grad=input_grad)
@@ -206,9 +244,13 @@ def build_model(config: dict) -> UNet3:
 
     Keys other than 'arch' are constructor arguments, so {"input_grad": False} is
     accepted too (it is not part of the stored config: it does not change the model).
+
+    Raises:
+        ConfigError: an unknown architecture or a value out of range (see
+            `check_model_options`).
     """
     options = dict(config)
     arch = options.pop("arch", None)
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+        raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[arch](**options)

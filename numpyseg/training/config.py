@@ -9,8 +9,10 @@ limit), how chatty to be, and where the data now lives.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
+
+from numpyseg.errors import ConfigError
+from numpyseg.validate import check_int, check_number
 
 DATASETS = ("synthetic", "drive", "stare", "chase", "folder")
 ARCHS = ("sa_unetv2", "sa_unet")
@@ -18,6 +20,12 @@ ARCHS = ("sa_unetv2", "sa_unet")
 #: Metrics the best checkpoint can be chosen by, with the direction that is better.
 MONITORS = {"val_loss": "min", "train_loss": "min", "val_f1": "max", "val_auc": "max",
             "val_mcc": "max", "val_iou": "max", "val_acc": "max", "val_sen": "max"}
+
+#: Bounds that keep a mistyped size from exhausting a CPU's memory (a 4096 x 4096
+#: image is 200 MB as float32 RGB; the model's activations are ~100x the image).
+MAX_SYNTHETIC_SIZE, MAX_SYNTHETIC_COUNT, MAX_PATCH_SIZE, MAX_BATCH_SIZE = 4096, 10000, 4096, 1024
+#: Gamma jitter exp(+-g): beyond e^3 ~ 20 the images are black or white.
+MAX_GAMMA = 3.0
 
 #: Options a resumed run may change; every other option must match the checkpoint.
 SESSION_KEYS = ("epochs", "time_limit", "log_every", "data_root", "images", "labels", "masks")
@@ -85,44 +93,55 @@ class TrainConfig:
 
     # ----------------------------------------------------------------- checks
     def validate(self) -> None:
-        """Raise a one-line ValueError naming the first bad option."""
+        """Check every option; raise a one-line ConfigError naming the first bad one.
+
+        Whole numbers must be whole, real numbers finite (argparse accepts 'nan'),
+        and sizes stay below bounds that fit a CPU's memory (MAX_SYNTHETIC_SIZE,
+        MAX_PATCH_SIZE, MAX_BATCH_SIZE); the model's values are checked by
+        `numpyseg.models.unet.check_model_options`.
+        """
+        from numpyseg.models.unet import check_model_options
+
         if self.dataset not in DATASETS:
-            raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+            raise ConfigError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.arch not in ARCHS:
-            raise ValueError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        for name in ("epochs", "batch_size", "base_channels", "block_size", "synthetic_count"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("patch_size", "steps_per_epoch", "patience_lr", "early_stop", "log_every"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if self.patch_size % 8:
-            raise ValueError(f"--patch-size must be a multiple of 8 (or 0 for whole images), "
-                             f"got {self.patch_size}")
-        if self.synthetic_size < 16:
-            raise ValueError(f"--synthetic-size must be at least 16, got {self.synthetic_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"--lr must be a positive number, got {self.lr}")
-        if not 0.0 <= self.dropblock_rate < 1.0:
-            raise ValueError(f"--dropblock-rate must lie in [0, 1), got {self.dropblock_rate}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"--val-fraction must lie in [0, 1), got {self.val_fraction}")
-        if self.val_count is not None and self.val_count < 0:
-            raise ValueError(f"--val-count must be >= 0, got {self.val_count}")
-        if not 0.0 < self.lr_factor < 1.0:
-            raise ValueError(f"--lr-factor must lie in (0, 1), got {self.lr_factor}")
-        if self.bce_weight < 0 or self.mcc_weight < 0 or self.bce_weight + self.mcc_weight == 0:
-            raise ValueError(f"--bce-weight and --mcc-weight must be >= 0 and not both 0, got "
-                             f"{self.bce_weight} and {self.mcc_weight}")
+            raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        for name, low, high in (("epochs", 1, None), ("batch_size", 1, MAX_BATCH_SIZE),
+                                ("synthetic_count", 1, MAX_SYNTHETIC_COUNT),
+                                ("synthetic_size", 16, MAX_SYNTHETIC_SIZE), ("steps_per_epoch", 0, None),
+                                ("patience_lr", 0, None), ("early_stop", 0, None), ("log_every", 0, None),
+                                ("seed", 0, None)):
+            setattr(self, name, check_int(_flag(name), getattr(self, name), low=low, high=high))
+        self.patch_size = check_int("--patch-size (0 for whole images)", self.patch_size, low=0,
+                                    high=MAX_PATCH_SIZE, multiple=8)
+        check_model_options(self.arch, self.base_channels, self.dropblock_rate, self.block_size, 3)
+        self.lr = check_number("--lr", self.lr, low=0.0, low_open=True)
+        self.min_lr = check_number("--min-lr", self.min_lr, low=0.0)
+        if self.min_lr > self.lr:
+            raise ConfigError(f"--min-lr {self.min_lr:g} is above --lr {self.lr:g}: the schedule only lowers "
+                              f"the rate, so choose --min-lr at most --lr")
+        self.lr_factor = check_number("--lr-factor", self.lr_factor, low=0.0, high=1.0, low_open=True,
+                                      high_open=True)
+        self.val_fraction = check_number("--val-fraction", self.val_fraction, low=0.0, high=1.0, high_open=True)
+        if self.val_count is not None:
+            self.val_count = check_int("--val-count", self.val_count, low=0)
+        self.bce_weight = check_number("--bce-weight", self.bce_weight, low=0.0)
+        self.mcc_weight = check_number("--mcc-weight", self.mcc_weight, low=0.0)
+        if self.bce_weight + self.mcc_weight == 0:
+            raise ConfigError("--bce-weight and --mcc-weight are both 0: at least one must be positive")
         self.pos_weight = parse_pos_weight(self.pos_weight)
+        self.rotate = check_number("--rotate (degrees)", self.rotate, low=0.0, high=180.0)
+        for name in ("brightness", "contrast"):
+            setattr(self, name, check_number(_flag(name), getattr(self, name), low=0.0, high=1.0, high_open=True))
+        self.gamma = check_number("--gamma", self.gamma, low=0.0, high=MAX_GAMMA)
         if self.monitor is not None and self.monitor not in MONITORS:
-            raise ValueError(f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
-        if self.time_limit is not None and not self.time_limit > 0:
-            raise ValueError(f"--time-limit must be a positive number of minutes, got {self.time_limit}")
+            raise ConfigError(f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        if self.time_limit is not None:
+            self.time_limit = check_number("--time-limit (minutes)", self.time_limit, low=0.0, low_open=True)
         if self.dataset == "folder" and self.images is None and self.data_root is None:
-            raise ValueError("--dataset folder needs --images DIR (with --labels DIR) or --data-root DIR")
+            raise ConfigError("--dataset folder needs --images DIR (with --labels DIR) or --data-root DIR")
         if self.dataset in ("drive", "stare", "chase") and self.data_root is None:
-            raise ValueError(f"--dataset {self.dataset} needs --data-root (the folder holding the dataset)")
+            raise ConfigError(f"--dataset {self.dataset} needs --data-root (the folder holding the dataset)")
 
     # ------------------------------------------------------------- conversion
     def to_dict(self) -> dict:
@@ -159,6 +178,11 @@ class TrainConfig:
                 "in_channels": 3}
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of a config field: batch_size -> --batch-size."""
+    return "--" + name.replace("_", "-")
+
+
 def _shell_word(value) -> str:
     """A value as one shell word (quoted when it holds spaces or shell characters)."""
     import shlex
@@ -171,18 +195,19 @@ def _shell_word(value) -> str:
 
 
 def parse_pos_weight(value) -> float | str:
-    """A positive number or the string 'balanced' (BCE's positive-class weight)."""
+    """A positive finite number or the string 'balanced' (BCE's positive-class weight).
+
+    Raises:
+        ConfigError: anything else.
+    """
     if isinstance(value, str):
         if value.strip().lower() == "balanced":
             return "balanced"
         try:
             value = float(value)
         except ValueError:
-            raise ValueError(f"--pos-weight must be a positive number or 'balanced', got {value!r}") from None
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"--pos-weight must be a positive number or 'balanced', got {value}")
-    return value
+            raise ConfigError(f"--pos-weight must be a positive number or 'balanced', got {value!r}") from None
+    return check_number("--pos-weight (a number, or 'balanced')", value, low=0.0, low_open=True)
 
 
 def merge_for_resume(saved: TrainConfig, given: dict) -> TrainConfig:
@@ -193,7 +218,7 @@ def merge_for_resume(saved: TrainConfig, given: dict) -> TrainConfig:
         given: options the user set explicitly this time ({name: value}).
 
     Raises:
-        ValueError: an explicitly given option that defines the run differs from the
+        ConfigError: an explicitly given option that defines the run differs from the
             saved one (start a new --out folder to change it).
     """
     merged = saved.to_dict()
@@ -204,7 +229,7 @@ def merge_for_resume(saved: TrainConfig, given: dict) -> TrainConfig:
         if key == "pos_weight":
             value = parse_pos_weight(value)
         if merged.get(key) != value:
-            flag = "--" + key.replace("_", "-")
-            raise ValueError(f"{flag} {value} differs from the run being resumed ({merged.get(key)}): "
+            flag = _flag(key)
+            raise ConfigError(f"{flag} {value} differs from the run being resumed ({merged.get(key)}): "
                              f"drop {flag}, or start a new run in another --out folder")
     return TrainConfig.from_dict(merged)

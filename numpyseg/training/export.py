@@ -13,15 +13,20 @@ record a reader needs to trust them:
 
 The command is rebuilt from the run's stored config (TrainConfig.command_line), so
 it is the command that defines the run, whichever way it was typed.
+
+Nothing of the user's is overwritten: OUT.npz may replace only an earlier export
+(weights with a training record and no optimiser state), never a run's own
+checkpoints or any other file, and OUT.md / OUT_curves.png only beside such an
+export (`check_export_target`).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from numpyseg.atomic import atomic_write_bytes
+from numpyseg.atomic import atomic_write_bytes, refuse_to_overwrite
 from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpyseg.errors import ConfigError
 from numpyseg.training.config import TrainConfig
 
 VAL_KEYS = ("val_loss", "val_acc", "val_sen", "val_spe", "val_f1", "val_iou", "val_mcc", "val_auc")
@@ -39,13 +44,14 @@ def training_summary(run_dir, which: str = "best") -> dict:
         run_dir: a folder written by `numpyseg train`.
         which: 'best' (best.npz, the epoch with the best monitored score) or 'last'.
     Raises:
-        ValueError: the folder or its checkpoints are missing or not training states.
+        ConfigError: `which` is neither 'best' nor 'last', or the folder is missing.
+        CheckpointError: its checkpoints are missing or not training states.
     """
     run_dir = Path(run_dir)
     if which not in ("best", "last"):
-        raise ValueError(f"which must be 'best' or 'last', got {which!r}")
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
     if not run_dir.is_dir():
-        raise ValueError(f"run folder {run_dir} not found")
+        raise ConfigError(f"run folder {run_dir} not found: name a folder written by numpyseg train")
     kept = load_checkpoint(run_dir / f"{which}.npz")
     final = load_checkpoint(run_dir / "last.npz")
     for checkpoint in (kept, final):
@@ -119,6 +125,45 @@ def record_markdown(summary: dict, weights_name: str, curves_name: str | None) -
     return "\n".join(lines)
 
 
+def is_export(path) -> bool:
+    """Whether `path` is a weights file written by `export_run` (which may replace it).
+
+    An export is a numpyseg checkpoint with a training record (`extra["training"]`)
+    and no optimiser state; a run's last.npz / best.npz carry optimiser state.
+    """
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError:
+        return False
+    return "training" in checkpoint.extra and not checkpoint.optim_state
+
+
+def companions(out: Path) -> tuple[Path, Path]:
+    """(OUT.md, OUT_curves.png): the files written beside the weights OUT.npz."""
+    return out.with_suffix(".md"), out.with_name(out.stem + "_curves.png")
+
+
+def check_export_target(out, option: str = "--out") -> Path:
+    """Refuse an export target whose writing would destroy a user's file.
+
+    OUT.npz may exist only as an earlier export (`is_export`); OUT.md and
+    OUT_curves.png only beside such an export.  A run's own last.npz / best.npz
+    are never exports, so `export RUN --out RUN/last.npz` is refused.
+
+    Returns:
+        `out` as a Path.
+    Raises:
+        ConfigError: one line naming the file in the way.
+    """
+    out = Path(out)
+    what = "a weights file written by numpyseg export"
+    refuse_to_overwrite(out, option, is_export, what)
+    earlier = out.exists()  # an earlier export: its record and curves go with it
+    for companion in companions(out):
+        refuse_to_overwrite(companion, option, (lambda path: earlier), f"the record of an earlier export {out}")
+    return out
+
+
 def export_run(run_dir, out, which: str = "best") -> dict:
     """Write OUT.npz (weights only), OUT.md (the record) and OUT_curves.png.
 
@@ -128,23 +173,28 @@ def export_run(run_dir, out, which: str = "best") -> dict:
         which: 'best' or 'last' checkpoint of the run.
     Returns:
         The training summary (see training_summary), with the paths written.
+    Raises:
+        ConfigError: `out` is not an .npz, or would overwrite a file that is not an
+            earlier export (see `check_export_target`).
+        CheckpointError: the run's checkpoints are missing or not training states.
     """
     from numpyseg.inference import load_model
 
     out = Path(out)
     if out.suffix != ".npz":
-        raise ValueError(f"the exported weights must be an .npz file, got {out}")
+        raise ConfigError(f"--out must name an .npz file for the exported weights, got {out}")
+    check_export_target(out)
     summary = training_summary(run_dir, which)
     model, checkpoint = load_model(Path(run_dir) / f"{which}.npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, None, config=checkpoint.config, epoch=checkpoint.epoch,
                     extra={"training": summary})
+    record_out, curves_out = companions(out)
     curves = Path(run_dir) / "curves.png"
-    curves_out = out.with_name(out.stem + "_curves.png") if curves.exists() else None
-    if curves_out is not None:
-        shutil.copyfile(curves, curves_out)
+    if curves.exists():
+        atomic_write_bytes(curves_out, curves.read_bytes())
+    else:
+        curves_out = None
     markdown = record_markdown(summary, out.name, curves_out.name if curves_out else None)
-    record_out = out.with_suffix(".md")
     atomic_write_bytes(record_out, markdown.encode("utf-8"))
     summary["written"] = [str(p) for p in (out, record_out, curves_out) if p is not None]
     return summary

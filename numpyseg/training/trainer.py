@@ -25,12 +25,18 @@ DropBlock generator), the current epoch's plan of batches and how many of its
 steps are done.  A run interrupted and resumed therefore produces the same
 weights and the same history as one that was never interrupted.
 
-Interruptions: the first Ctrl-C asks the loop to stop at the end of the current
-step; the state is then saved to last.npz and `fit` returns with status
-'interrupted'.  A second Ctrl-C quits at once without saving (last.npz from the
-previous epoch stays).  A loss, logit or weight that turns NaN/inf stops the run
-with `TrainingDiverged`; the checkpoints already written (all from finite
-weights) are kept.
+Interruptions: the first Ctrl-C (SIGINT) or SIGTERM (sent by `timeout`, job
+schedulers, `kill`) asks the loop to stop at the end of the current step; the
+state is then saved to last.npz and `fit` returns with status 'interrupted' and
+a message saying how to resume.  A second signal quits at once without saving
+(last.npz from the previous epoch stays).  A process killed outright (kill -9)
+can leave a half-written temporary checkpoint; the next `fit` in that folder
+deletes it (numpyseg.atomic.remove_stale_temporaries).
+
+Divergence: a step whose loss, logits, weights or Adam moments are NaN/inf, or
+whose loss exceeds DIVERGENCE_FACTOR (100) times the run's first loss, stops the
+run with `TrainingDiverged`.  No checkpoint is ever written from non-finite
+state (`save` checks), so last.npz and best.npz on disk stay the last good ones.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
+from numpyseg.atomic import remove_stale_temporaries
 from numpyseg.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 from numpyseg.data.datasets import load_dataset, load_folder
 from numpyseg.data.io import DataError
@@ -58,10 +65,14 @@ from numpyseg.optim.schedulers import EarlyStopping, ReduceLROnPlateau
 from numpyseg.training import batches as batching
 from numpyseg.training import logs
 from numpyseg.training.config import MONITORS, TrainConfig
-from numpyseg.errors import TrainingDiverged  # noqa: F401  (re-exported)
+from numpyseg.errors import ConfigError, TrainingDiverged
 
 LAST, BEST = "last.npz", "best.npz"
 HISTORY_CSV, HISTORY_JSON, CURVES = "history.csv", "history.json", "curves.png"
+#: Every file a run writes into its folder.
+RUN_FILES = (LAST, BEST, HISTORY_CSV, HISTORY_JSON, CURVES)
+#: A step loss above this many times the run's first step loss counts as divergence.
+DIVERGENCE_FACTOR = 100.0
 STATE_FORMAT = "numpyseg-train-state-1"
 
 # Fixed tags mixed into the seed, so the validation split and the data stream
@@ -72,9 +83,56 @@ _SPLIT_TAG, _DATA_TAG = 101, 202
 
 
 class _NonFinite(Exception):
-    def __init__(self, what: str):
+    """Raised inside the loop when `what` diverged; `fit` turns it into TrainingDiverged."""
+
+    def __init__(self, what: str, problem: str = "became NaN/inf"):
         super().__init__(what)
         self.what = what
+        self.problem = problem
+
+
+def _first_non_finite(named_arrays) -> str | None:
+    """The name of the first (name, array) pair holding a NaN or infinity, else None."""
+    for name, value in named_arrays:
+        if not np.isfinite(value).all():
+            return name
+    return None
+
+
+# ------------------------------------------------------------------- run folder
+
+
+def check_run_folder(out, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a `train --out` folder whose files a new run or a resume would destroy.
+
+    A new run needs an absent or empty folder, or one holding only a run's own
+    files (RUN_FILES, leftover temporaries), and with last.npz present --overwrite;
+    a resume needs last.npz.
+
+    Raises:
+        ConfigError: one line saying what is in the way and what to do.
+    """
+    out, last = Path(out), Path(out) / LAST
+    if resume:
+        if overwrite:
+            raise ConfigError("--resume and --overwrite contradict each other: pass one of them")
+        if not last.exists():
+            raise ConfigError(f"--resume: {last} not found (nothing to resume in {out}): drop --resume "
+                              f"to start a new run")
+        return
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    if last.exists() and not overwrite:
+        raise ConfigError(f"{out} already holds a run ({last}): pass --resume to continue it, "
+                          f"--overwrite to start again, or choose another --out")
+    if out.is_dir():
+        temporaries = [f".{name}." for name in RUN_FILES]
+        foreign = sorted(entry.name for entry in out.iterdir()
+                         if entry.name not in RUN_FILES and not entry.name.startswith(tuple(temporaries)))
+        if foreign:
+            raise ConfigError(f"--out {out} is not empty and holds no numpyseg run (it has {foreign[0]}"
+                              f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}): choose a "
+                              f"new or empty folder")
 
 
 @dataclass
@@ -143,7 +201,7 @@ def split_validation(samples, config: TrainConfig):
         if config.val_fraction > 0 and n >= 2:
             k = max(k, 1)
     if k >= n:
-        raise ValueError(f"the validation split takes {k} of the {n} training images: at least one must "
+        raise ConfigError(f"the validation split takes {k} of the {n} training images: at least one must "
                          f"be left for training (lower --val-count / --val-fraction)")
     rng = np.random.default_rng([int(config.seed), _SPLIT_TAG])
     held = set(int(i) for i in rng.permutation(n)[:k])
@@ -218,34 +276,49 @@ def _decode_state(text: str) -> dict:
 
 
 class _InterruptGuard:
-    """While active, the first SIGINT only sets `requested`; a second one raises KeyboardInterrupt.
+    """While active, the first SIGINT/SIGTERM only sets `requested`; a second raises KeyboardInterrupt.
 
-    Only the main thread can install signal handlers; elsewhere Ctrl-C keeps its
-    default behaviour (a KeyboardInterrupt, handled by the trainer as well).
+    SIGTERM is what `timeout`, job schedulers and a plain `kill` send: it is
+    treated like Ctrl-C, so the step in progress finishes and last.npz is saved.
+    Handlers are installed only in the main thread (elsewhere Python forbids it)
+    and only for the signals this platform has (Windows has no usable SIGTERM);
+    where none is installed, Ctrl-C keeps its default behaviour (a
+    KeyboardInterrupt, which the trainer handles as well).
     """
 
     def __init__(self, log):
         self.requested = False
         self.forced = False
+        self.signal_name = None
         self._log = log
-        self._previous = None
+        self._previous = {}
 
     def _handler(self, signum, frame):
         if self.requested:
             self.forced = True
             raise KeyboardInterrupt
         self.requested = True
-        self._log("Ctrl-C: stopping after this step and saving last.npz (press Ctrl-C again to quit "
-                  "without saving)")
+        self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self._log(f"{self.signal_name}: stopping after this step and saving last.npz (send it again to "
+                  f"quit without saving)")
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for name in ("SIGINT", "SIGTERM"):
+            number = getattr(signal, name, None)
+            if number is None:
+                continue
+            try:
+                self._previous[number] = signal.signal(number, self._handler)
+            except (OSError, ValueError, RuntimeError):  # not settable here: keep the default
+                continue
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
         return False
 
 
@@ -294,7 +367,7 @@ class Trainer:
         self.val_pad = dataset_pad_size(config.dataset, [s.shape for s in self.val_samples])
         self.monitor = config.monitor or ("val_f1" if self.val_samples else "train_loss")
         if self.monitor.startswith("val_") and not self.val_samples:
-            raise ValueError(f"--monitor {self.monitor} needs a validation split (set --val-count or "
+            raise ConfigError(f"--monitor {self.monitor} needs a validation split (set --val-count or "
                              f"--val-fraction above 0), or use --monitor train_loss")
         self.plateau_key = "val_loss" if self.val_samples else "train_loss"
         self.steps_per_epoch = config.steps_per_epoch or batching.default_steps(
@@ -322,6 +395,7 @@ class Trainer:
         self.best_epoch: int | None = None
         self.elapsed_before = 0.0          # training time of earlier sessions (resume)
         self.sessions: list[dict] = []     # one entry per `numpyseg train` session
+        self.reference_loss: float | None = None  # the run's first step loss (divergence check)
         self._updating = False
         self._committing = False
         if resume:
@@ -354,14 +428,33 @@ class Trainer:
             "val_pad_size": None if self.val_pad is None else list(self.val_pad),
             "num_parameters": int(self.model.num_parameters()),
             "sessions": self.sessions,
+            "reference_loss": self.reference_loss,
         }
 
     def _session_time(self) -> float:
         start = getattr(self, "_session_start", None)
         return 0.0 if start is None else time.monotonic() - start
 
+    def non_finite_state(self) -> str | None:
+        """The first weight or Adam moment holding NaN/inf ('the weights (NAME)', ...), else None."""
+        weights = _first_non_finite((name, p.data) for name, p in self.optimizer.params)
+        if weights is not None:
+            return f"the weights ({weights})"
+        moments = _first_non_finite((f"{slot}.{name}", self.optimizer.state[slot][name])
+                                    for slot in self.optimizer.slots for name, _ in self.optimizer.params)
+        return None if moments is None else f"the Adam moments ({moments})"
+
     def save(self, name: str = LAST) -> Path:
-        """Write the current state to run_dir/name (atomically)."""
+        """Write the current state to run_dir/name (atomically).
+
+        Raises:
+            TrainingDiverged: a weight or Adam moment is NaN/inf; nothing is written (a
+                checkpoint never holds non-finite state).
+        """
+        bad = self.non_finite_state()
+        if bad is not None:
+            raise TrainingDiverged(f"{bad} hold NaN/inf: {self.run_dir / name} not written (a checkpoint never "
+                                   f"holds non-finite state); resume from the last good checkpoint with a lower --lr")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         return save_checkpoint(self.run_dir / name, self.model, self.optimizer, config=self.model_config,
                                epoch=self.epoch, extra=self._extra())
@@ -378,6 +471,10 @@ class Trainer:
             raise DataError(f"the training images differ from those of the run saved in {path}: "
                             f"resume needs the same dataset")
         restore(self.model, checkpoint, self.optimizer)
+        bad = self.non_finite_state()
+        if bad is not None:
+            raise CheckpointError(f"checkpoint {path}: {bad} hold NaN/inf (saved by an older numpyseg "
+                                  f"from a diverged run): start a new run with a lower --lr")
         try:
             self.data_rng.bit_generator.state = _decode_state(extra["rng"]["data"])
             set_generator_states(self.model, _decode_state(extra["rng"]["model"]))
@@ -393,6 +490,10 @@ class Trainer:
             self.best_epoch = extra.get("best_epoch")
             self.elapsed_before = float(extra.get("elapsed_s", 0.0))
             self.sessions = list(extra.get("sessions", []))
+            reference = extra.get("reference_loss")
+            if reference is None and self.history:  # a run saved before the first loss was kept
+                reference = self.history[0].get("train_loss")
+            self.reference_loss = None if reference is None else float(reference)
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {path}: incomplete or mismatched training state "
                                   f"({' '.join(str(error).split())})") from None
@@ -412,22 +513,42 @@ class Trainer:
         return bce_mcc_loss(logits, labels, masks, bce_weight=c.bce_weight, mcc_weight=c.mcc_weight,
                             pos_weight=c.pos_weight)
 
+    def check_loss(self, value: float) -> None:
+        """Raise _NonFinite if a step's loss is NaN/inf or above DIVERGENCE_FACTOR x the first one.
+
+        The first finite loss of the run (before any update, so from the initial
+        weights) becomes `reference_loss`; it is kept in the checkpoints, so a resumed
+        run compares with the same number.
+        """
+        if not math.isfinite(value):
+            raise _NonFinite("the loss")
+        if self.reference_loss is None:
+            self.reference_loss = float(value)
+        elif self.reference_loss > 0 and value > DIVERGENCE_FACTOR * self.reference_loss:
+            raise _NonFinite("the loss", f"rose to {value:.4g}, over {DIVERGENCE_FACTOR:g} times the run's "
+                                         f"first loss {self.reference_loss:.4g},")
+
     def train_step(self, images, labels, masks) -> float:
-        """One forward/backward/Adam step on a batch; returns the loss."""
+        """One forward/backward/Adam step on a batch; returns the loss.
+
+        Raises:
+            _NonFinite: the logits, the loss, the updated weights or Adam moments are
+                NaN/inf, or the loss exploded (see `check_loss`); `fit` turns it into
+                TrainingDiverged.
+        """
         self.optimizer.zero_grad()
         logits = self.model(images)
         if not np.isfinite(logits).all():
             raise _NonFinite("the logits")
         value, dlogits = self.loss(logits, labels, masks)
-        if not math.isfinite(value):
-            raise _NonFinite("the loss")
+        self.check_loss(value)
         self.model.backward(dlogits)
         self._updating = True
         self.optimizer.step()
         self._updating = False
-        for name, p in self.optimizer.params:
-            if not np.isfinite(p.data).all():
-                raise _NonFinite(f"the weights ({name})")
+        bad = self.non_finite_state()
+        if bad is not None:
+            raise _NonFinite(bad)
         return float(value)
 
     # -------------------------------------------------------------- validation
@@ -560,6 +681,13 @@ class Trainer:
         except Exception as error:  # a plotting problem must not end a training run
             self.log(f"warning: could not draw {CURVES}: {' '.join(str(error).split())}")
 
+    def position(self) -> str:
+        """Where the run stands, e.g. 'epoch 2 of 3, step 8 of 10' (the next step to run)."""
+        where = f"epoch {self.epoch + 1} of {self.config.epochs}"
+        if self.plan is not None:
+            where += f", step {self.step_in_epoch + 1} of {len(self.plan)}"
+        return where
+
     def describe(self) -> str:
         """One paragraph describing the run (printed at the start)."""
         c = self.config
@@ -574,10 +702,13 @@ class Trainer:
         """Train until the epochs are done, early stopping, the time limit or Ctrl-C.
 
         Raises:
-            TrainingDiverged: a NaN/inf loss, logit or weight (checkpoints on disk are kept).
+            TrainingDiverged: a NaN/inf loss, logit, weight or Adam moment, or an exploding
+                loss (checkpoints on disk, all from finite states, are kept).
         """
         c = self.config
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in remove_stale_temporaries(self.run_dir, RUN_FILES):
+            self.log(f"removed {leftover.name}, a temporary file left by a run that was killed")
         self._session_start = time.monotonic()
         self.sessions.append({"command": self.command, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S",
                                                                                   time.gmtime()),
@@ -597,10 +728,10 @@ class Trainer:
                         self.epoch_stats = self._empty_stats()
                     if not self._run_steps(guard):
                         self.save(LAST)
-                        return self._interrupted(saved=True)
+                        return self._interrupted(saved=True, by=guard.signal_name)
                     stop = self._end_epoch()
                     if guard.requested:
-                        return self._interrupted(saved=True)
+                        return self._interrupted(saved=True, by=guard.signal_name)
                     if stop:
                         status = "early_stopped"
                         break
@@ -616,7 +747,7 @@ class Trainer:
                 # Only finite states are ever saved, so the file on disk is good.
                 kept = (f"last good checkpoint kept: {self.run_dir / LAST} (epoch {self.epoch})"
                         if (self.run_dir / LAST).exists() else "no checkpoint had been saved yet")
-                raise TrainingDiverged(f"training diverged: {error.what} became NaN/inf at {where} "
+                raise TrainingDiverged(f"training diverged: {error.what} {error.problem} at {where} "
                                        f"(lr {self.optimizer.lr:g}); stopped; {kept}; try a lower --lr") from None
             except KeyboardInterrupt:
                 return self._raw_interrupt(guard)
@@ -638,17 +769,19 @@ class Trainer:
         return TrainResult(status, self.epoch, self.step_in_epoch, self.history, self.best_value,
                            self.best_epoch, True, message)
 
-    def _interrupted(self, saved: bool, kept_epoch: int | None = None) -> TrainResult:
+    def _interrupted(self, saved: bool, kept_epoch: int | None = None, by: str | None = None) -> TrainResult:
+        """The result of a stop by Ctrl-C / SIGTERM (`by`), with the command that resumes."""
         resume = f"numpyseg train --out {self.run_dir} --resume"
+        stopped = f"interrupted by {by}" if by else "interrupted"
         if saved:
             where = (f"in epoch {self.epoch + 1} after step {self.step_in_epoch} of {len(self.plan)}"
                      if self.plan is not None else f"after epoch {self.epoch}")
-            message = f"interrupted {where}; state saved to {self.run_dir / LAST}; resume with: {resume}"
+            message = f"{stopped} {where}; state saved to {self.run_dir / LAST}; resume with: {resume}"
         elif kept_epoch is not None:
-            message = (f"interrupted; quit without saving; {self.run_dir / LAST} (epoch {kept_epoch}) is "
+            message = (f"{stopped}; quit without saving; {self.run_dir / LAST} (epoch {kept_epoch}) is "
                        f"kept; resume with: {resume}")
         else:
-            message = "interrupted; quit without saving; no checkpoint had been saved yet"
+            message = f"{stopped}; quit without saving; no checkpoint had been saved yet"
         return TrainResult("interrupted", self.epoch, self.step_in_epoch, self.history, self.best_value,
                            self.best_epoch, saved, message)
 
@@ -662,10 +795,13 @@ class Trainer:
                     kept = load_checkpoint(self.run_dir / LAST).epoch
                 except CheckpointError:
                     kept = None
-            return self._interrupted(saved=False, kept_epoch=kept)
+            return self._interrupted(saved=False, kept_epoch=kept, by=guard.signal_name)
         if self._pending_snapshot is not None:
             # The step did not finish: undo the random draws it made, so the resumed
             # run draws them again exactly.
             self._rollback(self._pending_snapshot)
-        self.save(LAST)
-        return self._interrupted(saved=True)
+        try:
+            self.save(LAST)
+        except TrainingDiverged:  # never reached in practice: each step checks the state it leaves
+            return self._interrupted(saved=False, by=guard.signal_name)
+        return self._interrupted(saved=True, by=guard.signal_name)
