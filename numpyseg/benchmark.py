@@ -292,7 +292,7 @@ def conv_benchmark(shapes=MODEL_CONV_SHAPES, repeats: int = 5, use_torch: bool =
     threads = threads or numba.get_num_threads()
     torch = _import_torch(use_torch, threads)
     if log:
-        side = max(k, int(round(shapes[0][0] * scale)))
+        side = max(shapes[0][3], int(round(shapes[0][0] * scale)))
         log(f"Conv2d shapes of SA-UNetv2 (scaled by {scale:.3g}: {side}x{side} for the first), "
             f"{threads} threads, median of {repeats}; load average {_load()}")
     rng = np.random.default_rng(0)
@@ -435,12 +435,16 @@ def _checked_peers(candidates: list, reference: np.ndarray, x: np.ndarray):
     return kept, errors, rejected
 
 
-def _inference_figure(ours, theirs, x, size: int, threads: int, repeats: int, log) -> dict:
-    """Inference of numpyseg against every peer that runs here (see numpyseg.benchmark_peers)."""
+def _inference_figure(ours, theirs, x, size: int, threads: int, repeats: int, log,
+                      no_torch: str = TORCH_NOT_INSTALLED) -> dict:
+    """Inference of numpyseg against every peer that runs here (see numpyseg.benchmark_peers).
+
+    no_torch: what the table says for each peer when `theirs` is None (every peer needs PyTorch).
+    """
     reference = ours.inference(x)
     with tempfile.TemporaryDirectory(prefix="numpyseg-benchmark-") as folder:
         if theirs is None:
-            candidates, unavailable = inference_peers(None, size, threads, Path(folder))
+            candidates, unavailable = [], {name: no_torch for name in PEER_NAMES}
         else:
             log("exporting the PyTorch twin to ONNX and loading the peers ...")
             others, unavailable = inference_peers(theirs.model, size, threads, Path(folder))
@@ -455,7 +459,8 @@ def _inference_figure(ours, theirs, x, size: int, threads: int, repeats: int, lo
     return _figure(times, unavailable, errors)
 
 
-def _training_figures(ours, theirs, size: int, batches, repeats: int, log) -> list[dict]:
+def _training_figures(ours, theirs, size: int, batches, repeats: int, log,
+                      no_torch: str = TORCH_NOT_INSTALLED) -> list[dict]:
     """Training steps of numpyseg and PyTorch eager, per batch size, DropBlock off then on."""
     figures = []
     for batch in batches:
@@ -470,7 +475,7 @@ def _training_figures(ours, theirs, size: int, batches, repeats: int, log) -> li
                 runners["PyTorch"] = theirs.train_step
             for function in runners.values():
                 function(xb, yb)  # warm-up at this batch size
-            unavailable = {} if theirs is not None else {"PyTorch": TORCH_NOT_INSTALLED}
+            unavailable = {} if theirs is not None else {"PyTorch": no_torch}
             figure = _figure(_alternate(runners, (xb, yb), repeats), unavailable, {})
             figures.append({"batch": batch, "dropblock": dropblock, **figure})
     ours.set_dropblock(True)
@@ -534,8 +539,9 @@ def run_benchmark(size: int = 592, repeats: int = 5, batches=(1, 2), use_torch: 
     # the twin copies the weights as they are now, after the warm-up's Adam step
     theirs = TorchRunner(ours.model, threads) if torch is not None else None
 
-    results["inference"] = _inference_figure(ours, theirs, x1, size, threads, repeats, log)
-    results["train_steps"] = _training_figures(ours, theirs, size, batches, repeats, log)
+    no_torch = TORCH_NOT_INSTALLED if use_torch else "left out (PyTorch not used in this run)"
+    results["inference"] = _inference_figure(ours, theirs, x1, size, threads, repeats, log, no_torch)
+    results["train_steps"] = _training_figures(ours, theirs, size, batches, repeats, log, no_torch)
 
     if profile:
         log("per-layer-type profile ...")
@@ -559,7 +565,7 @@ def run_benchmark(size: int = 592, repeats: int = 5, batches=(1, 2), use_torch: 
             mb = peak_memory_mb(size, "torch", threads)
             mem["peers"]["PyTorch"] = {"mb": mb, "ratio": mem["numpyseg"] / mb}
         else:
-            mem["peers"]["PyTorch"] = {"status": TORCH_NOT_INSTALLED}
+            mem["peers"]["PyTorch"] = {"status": no_torch}
         results["memory_mb"] = mem
     if startup:
         log("start-up time of a fresh process (twice) ...")

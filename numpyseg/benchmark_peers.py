@@ -203,8 +203,7 @@ def inference_peers(twin, size: int, threads: int, folder: Path) -> tuple[list, 
     """Build every inference peer that can run here.
 
     Args:
-        twin: the PyTorch twin (numpyseg.models.torch_reference.torch_twin), or None
-            when PyTorch is not installed.
+        twin: the PyTorch twin (numpyseg.models.torch_reference.torch_twin).
         size: the image side the ONNX model is exported for.
         threads: threads each engine may use.
         folder: where the ONNX file is written (a temporary folder of the run).
@@ -212,10 +211,7 @@ def inference_peers(twin, size: int, threads: int, folder: Path) -> tuple[list, 
         (peers, unavailable): peers have `name` and `logits(x)`; unavailable maps the
         name of each peer that cannot run to the reason, e.g. NOT_INSTALLED.
     """
-    peers, unavailable = [], {}
-    if twin is None:
-        return [], {name: TORCH_NOT_INSTALLED for name in PEER_NAMES}
-    peers.append(TorchChannelsLastPeer(twin))
+    peers, unavailable = [TorchChannelsLastPeer(twin)], {}
     wanted = {"ONNX Runtime": (OnnxRuntimePeer, "onnxruntime"), "OpenVINO": (OpenVinoPeer, "openvino")}
     runnable = {name: spec for name, spec in wanted.items() if installed(spec[1])}
     unavailable.update({name: NOT_INSTALLED for name in wanted if name not in runnable})
