@@ -451,10 +451,9 @@ def _inference_figure(ours, theirs, x, size: int, threads: int, repeats: int, lo
             candidates = [theirs] + others
         kept, errors, rejected = _checked_peers(candidates, reference, x)
         unavailable.update(rejected)
-        log(f"inference {size}x{size}, {repeats} repeats, alternately: numpyseg, "
-            + ", ".join(peer.name for peer in kept) + " ...")
         runners = {"numpyseg": ours.inference}
         runners.update({peer.name: peer.logits for peer in kept})
+        log(f"inference {size}x{size}, {repeats} repeats, alternately: {', '.join(runners)} ...")
         times = _alternate(runners, (x,), repeats)
     return _figure(times, unavailable, errors)
 

@@ -42,8 +42,9 @@ from statistics import median
 
 import numpy as np
 
-# The authors' count for SA-UNetv2 at 592 x 592 (paper, Table of model costs); printed
-# next to ours for comparison, never used to compute anything.
+# The authors' count for SA-UNetv2 at 592 x 592, as published with the model (Guo et al.,
+# "SA-UNetv2", 2025); printed next to ours for comparison, never used to compute anything.
+# Their counting tool is not stated; 2 x MACs by the formula above gives 20.79 GFLOP.
 AUTHORS_GFLOPS_592 = 21.19
 
 # One 3x3 convolution per resolution of SA-UNetv2, (H = W at 592 input, C_in, C_out):
