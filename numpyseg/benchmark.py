@@ -455,7 +455,11 @@ def _inference_figure(ours, theirs, x, size: int, threads: int, repeats: int, lo
         runners.update({peer.name: peer.logits for peer in kept})
         log(f"inference {size}x{size}, {repeats} repeats, alternately: {', '.join(runners)} ...")
         times = _alternate(runners, (x,), repeats)
-    return _figure(times, unavailable, errors)
+    figure = _figure(times, unavailable, errors)
+    for peer in kept:
+        if hasattr(peer, "settings"):
+            figure["peers"][peer.name]["settings"] = peer.settings()
+    return figure
 
 
 def _training_figures(ours, theirs, size: int, batches, repeats: int, log,
@@ -613,13 +617,17 @@ def _markdown(header: list[str], rows) -> list[str]:
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
-def _parity_line(results: dict) -> str:
+def _parity_lines(results: dict) -> str:
+    """The parity check of each peer, and the settings the engines report back."""
     peers = results["inference"]["peers"]
     checked = [f"{name} {peer['relative_error']:.1e}" for name, peer in peers.items()
                if "relative_error" in peer]
     limit = results["config"]["max_relative_error"]
-    return ("parity with numpyseg's logits, max |peer - numpyseg| / max |numpyseg| (must be < "
-            f"{limit:.0e}): " + (", ".join(checked) if checked else "no peer ran"))
+    lines = ["parity with numpyseg's logits, max |peer - numpyseg| / max |numpyseg| (must be < "
+             f"{limit:.0e}): " + (", ".join(checked) if checked else "no peer ran")]
+    lines += [f"{name} runs with " + ", ".join(f"{k} {v}" for k, v in peer["settings"].items())
+              for name, peer in peers.items() if "settings" in peer]
+    return "\n".join(lines)
 
 
 def format_roofline(results: dict) -> list[str]:
@@ -663,7 +671,7 @@ def format_report(results: dict) -> str:
              f"machine: {mach['cpu']}, {mach['cores']} cores; numpy {mach['numpy']}, "
              f"numba {mach['numba']}" + (f", torch {mach['torch']}" if cfg["torch"] else ", torch absent"),
              f"load average: {mach['load_average_before']} before, {mach.get('load_average_after')} after",
-             _parity_line(results), ""]
+             _parity_lines(results), ""]
     lines += _markdown(["figure", "numpyseg", "peer", "numpyseg / peer"], table_rows(results))
     lines.append("")
     first = results["first_call"]

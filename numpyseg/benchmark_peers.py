@@ -12,6 +12,9 @@ each set up as its own users would:
 - OpenVINO: the same ONNX file on the CPU plugin, performance hint LATENCY, inference
   precision f32 (so no bf16 on CPUs that have it), `threads` inference threads.
 
+ONNX Runtime and OpenVINO also report back the settings they run with (`settings()`),
+which the benchmark keeps with their figures.
+
 Every inference peer takes numpyseg's input, a (N, H, W, C) float32 image, and returns
 (N, H, W, 1) logits; converting layouts is part of its time, as it is for its users.
 Before anything is timed, each peer's logits are compared with numpyseg's
@@ -172,6 +175,13 @@ class OnnxRuntimePeer:
     def logits(self, x) -> np.ndarray:
         return self.session.run(None, {self.input: nchw(x)})[0].transpose(0, 2, 3, 1)
 
+    def settings(self) -> dict:
+        """The settings as the session reports them back (not as they were asked for)."""
+        options = self.session.get_session_options()
+        return {"graph_optimization_level": options.graph_optimization_level.name,
+                "intra_op_threads": options.intra_op_num_threads,
+                "providers": self.session.get_providers()}
+
 
 class OpenVinoPeer:
     """OpenVINO's CPU plugin: LATENCY hint, float32 inference precision, `threads` threads."""
@@ -192,6 +202,15 @@ class OpenVinoPeer:
     def logits(self, x) -> np.ndarray:
         result = self.request.infer({0: nchw(x)})
         return result[self.compiled.output(0)].transpose(0, 2, 3, 1)
+
+    def settings(self) -> dict:
+        """The settings as the compiled model reports them back (not as they were asked for)."""
+        import openvino as ov
+
+        hint = ov.properties.hint
+        return {"performance_hint": str(self.compiled.get_property(hint.performance_mode)),
+                "inference_precision": self.compiled.get_property(hint.inference_precision).get_type_name(),
+                "threads": self.compiled.get_property(ov.properties.inference_num_threads)}
 
 
 def _one_line(error: BaseException) -> str:

@@ -106,6 +106,13 @@ def test_each_installed_peer_matches_numpyseg_before_it_is_timed(quick_run, peer
     assert figure["relative_error"] < benchmark_peers.MAX_RELATIVE_ERROR
     assert figure["median"] > 0 and figure["ratio"] > 0
     assert f"{peer} {figure['relative_error']:.1e}" in printed
+    threads = results["machine"]["threads"]
+    if peer == "ONNX Runtime":
+        assert figure["settings"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
+        assert figure["settings"]["intra_op_threads"] == threads
+    if peer == "OpenVINO":
+        assert figure["settings"] == {"performance_hint": "LATENCY", "inference_precision": "f32",
+                                      "threads": threads}
 
 
 def test_a_peer_that_disagrees_is_not_timed():
