@@ -1,13 +1,16 @@
-"""Speed and memory benchmark: numpyseg's SA-UNetv2 against the same network in PyTorch.
+"""Speed and memory benchmark: numpyseg's SA-UNetv2 against the engines a user would otherwise pick.
 
 What is measured, all in one run so that every figure shares the machine's load:
 
-- inference: one forward pass of a (1, S, S, 3) image, eval mode, under no_grad();
-- a training step: forward, BCE + MCC loss, backward, Adam update (batch 1 and 4);
-- for each figure the PyTorch twin (numpyseg.models.torch_reference) with the same
-  weights and thread count, timed *alternately* with numpyseg (numpyseg, torch,
-  numpyseg, torch, ...), so a neighbour's burst of work slows both, and the ratio
-  numpyseg / PyTorch stays meaningful on a shared machine; medians are reported;
+- inference: one forward pass of a (1, S, S, 3) image, eval mode, under no_grad(),
+  against each peer of numpyseg.benchmark_peers (PyTorch eager, NCHW and
+  channels_last; ONNX Runtime; OpenVINO), all with the same weights and thread
+  count; each peer's logits are first checked against numpyseg's;
+- a training step: forward, 0.5 BCE + 0.5 MCC loss, backward, Adam update, at
+  batch 1 and 2, with DropBlock off and on, against PyTorch eager;
+- every figure timed *alternately* (numpyseg, peer 1, peer 2, ..., numpyseg, ...),
+  so a neighbour's burst of work slows all of them, and the ratios numpyseg / peer
+  stay meaningful on a shared machine; medians of the repeats after a warm-up;
 - the first call (numba compiles its kernels, or loads them from its disk cache)
   separately from the repeated calls;
 - the peak resident memory (ru_maxrss) of a fresh process doing one inference;
@@ -15,10 +18,13 @@ What is measured, all in one run so that every figure shares the machine's load:
   the second run finds every kernel in numba's cache;
 - time per layer type (conv, transposed conv, norm, attention, ...), by
   temporarily wrapping each layer class's forward/backward with a timer
-  (`layer_profile`); time spent in a nested layer is charged to that layer only.
+  (`layer_profile`); time spent in a nested layer is charged to that layer only;
+- the machine's yardsticks (numpyseg.roofline): instruction set, register-tile
+  variant, sgemm GFLOP/s, the model's FLOPs, the convolutions' GFLOP/s per direction
+  as a fraction of sgemm's, and the GB/s of the memory-bound layers.
 
 Programmatic use: `run_benchmark(...)` returns a dict (what `--json` writes);
-`format_report(results)` turns it into the table `numpyseg benchmark` prints.
+`format_report(results)` turns it into the text `numpyseg benchmark` prints.
 """
 
 from __future__ import annotations
@@ -28,11 +34,20 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from statistics import median
 
 import numpy as np
+
+from numpyseg import roofline
+from numpyseg.benchmark_peers import (MAX_RELATIVE_ERROR, PEER_NAMES, TORCH_NOT_INSTALLED, TorchRunner,
+                                      inference_peers, relative_error)
+from numpyseg.errors import ConfigError
+from numpyseg.instrument import wrapped_methods
+from numpyseg.roofline import seconds as _timed
 
 # layer class name -> the category its time is charged to
 CATEGORIES = {
@@ -117,21 +132,10 @@ def layer_profile():
     exit, so nothing changes outside the block.
     """
     profile = LayerProfile()
-    patched = []
-    for name, cls in _layer_classes().items():
-        for direction in ("forward", "backward"):
-            own = cls.__dict__.get(direction)
-            original = getattr(cls, direction)
-            patched.append((cls, direction, own))
-            setattr(cls, direction, profile.timed(CATEGORIES[name], direction, original))
-    try:
+    targets = [(cls, direction, lambda original, c=CATEGORIES[name], d=direction: profile.timed(c, d, original))
+               for name, cls in _layer_classes().items() for direction in ("forward", "backward")]
+    with wrapped_methods(targets):
         yield profile
-    finally:
-        for cls, direction, own in reversed(patched):
-            if own is None:
-                delattr(cls, direction)  # the method was inherited: uncover it again
-            else:
-                setattr(cls, direction, own)
 
 
 # -------------------------------------------------------------- the workload
@@ -144,16 +148,24 @@ def _inputs(batch: int, size: int, seed: int = 0):
 
 
 class NumpysegRunner:
-    """The numpyseg side: one model, its optimiser, and the three workloads."""
+    """The numpyseg side: one model, its optimiser, inference and the training step."""
 
     def __init__(self, size: int, seed: int = 0):
         from numpyseg.models import SAUNetV2
         from numpyseg.optim import Adam
 
         # no dL/d(image), as in training (and as PyTorch, whose input has no requires_grad)
+        from numpyseg.layers import DropBlock2d
+
         self.model = SAUNetV2(seed=seed, input_grad=False)
         self.optimizer = Adam(self.model.named_parameters(), lr=1e-3)
         self.size = size
+        self.dropblock_rates = {m: m.rate for _, m in self.model.named_modules() if isinstance(m, DropBlock2d)}
+
+    def set_dropblock(self, on: bool) -> None:
+        """Switch every DropBlock of the model on (the model's rate) or off (rate 0)."""
+        for module, rate in self.dropblock_rates.items():
+            module.rate = rate if on else 0.0
 
     def inference(self, x):
         from numpyseg.layers.module import no_grad
@@ -179,59 +191,6 @@ class NumpysegRunner:
         if profile is not None:
             profile.add("optimiser", "backward", time.perf_counter() - start)
         return value
-
-
-class TorchRunner:
-    """The PyTorch twin of the same model (same weights), NCHW, with torch's Adam."""
-
-    def __init__(self, numpy_model, threads: int):
-        import torch
-
-        from numpyseg.models.torch_reference import torch_twin
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        self.model = torch_twin(numpy_model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, eps=1e-7)
-
-    def _tensor(self, a):
-        return self.torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
-
-    def inference(self, x):
-        self.model.eval()
-        with self.torch.no_grad():
-            return self.model(self._tensor(x))
-
-    def train_step(self, x, y):
-        torch = self.torch
-        self.model.train()
-        z = self.model(self._tensor(x))
-        t = self._tensor(y)
-        # 0.5 * BCE (from the logits) + 0.5 * (1 - soft MCC), as numpyseg.losses.bce_mcc_loss
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(z, t)
-        p = torch.sigmoid(z)
-        tp, tn = (p * t).sum(), ((1 - p) * (1 - t)).sum()
-        fp, fn = (p * (1 - t)).sum(), ((1 - p) * t).sum()
-        mcc = (tp * tn - fp * fn) / (torch.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)) + 1e-7)
-        loss = 0.5 * bce + 0.5 * (1 - mcc)
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-        return float(loss.detach())
-
-
-def _timed(function, *args) -> float:
-    start = time.perf_counter()
-    function(*args)
-    return time.perf_counter() - start
-
-
-def _figure(ours: list[float], theirs: list[float] | None) -> dict:
-    result = {"numpyseg": {"median": median(ours), "times": ours}}
-    if theirs:
-        result["torch"] = {"median": median(theirs), "times": theirs}
-        result["ratio"] = median(ours) / median(theirs)
-    return result
 
 
 # ------------------------------------------------------- fresh subprocesses
@@ -332,6 +291,10 @@ def conv_benchmark(shapes=MODEL_CONV_SHAPES, repeats: int = 5, use_torch: bool =
 
     threads = threads or numba.get_num_threads()
     torch = _import_torch(use_torch, threads)
+    if log:
+        side = max(shapes[0][3], int(round(shapes[0][0] * scale)))
+        log(f"Conv2d shapes of SA-UNetv2 (scaled by {scale:.3g}: {side}x{side} for the first), "
+            f"{threads} threads, median of {repeats}; load average {_load()}")
     rng = np.random.default_rng(0)
     rows = []
     for size, c_in, c_out, k in shapes:
@@ -403,7 +366,8 @@ def _machine(threads: int, torch) -> dict:
         cpu = names[0] if names else cpu
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+    return {"cpu": cpu, "llvm_cpu": roofline.cpu_name(), "instruction_set": roofline.instruction_set(),
+            "tile_variant": roofline.tile_variant(), "cores": os.cpu_count(), "threads": threads,
             "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "torch": torch.__version__ if torch else None,
             "load_average_before": _load()}
@@ -416,74 +380,177 @@ def _load() -> float | None:
         return None
 
 
-def run_benchmark(size: int = 592, repeats: int = 5, batches=(1, 4), use_torch: bool = True,
+def check_options(size: int, repeats: int, batches, threads: int | None) -> None:
+    """Raise ConfigError (one line naming the option) for a value the benchmark cannot use."""
+    if size < 8 or size % 8:
+        raise ConfigError(f"--size must be a positive multiple of 8 (three 2x2 poolings), got {size}")
+    if repeats < 1:
+        raise ConfigError(f"--repeats must be at least 1, got {repeats}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    if not batches or min(batches) < 1:
+        raise ConfigError(f"--batches must be positive batch sizes, got {list(batches)}")
+
+
+def _alternate(runners: dict, args: tuple, repeats: int) -> dict[str, list[float]]:
+    """Time each runner `repeats` times, taking turns: {name: [seconds, ...]}."""
+    times = {name: [] for name in runners}
+    for _ in range(repeats):
+        for name, function in runners.items():
+            times[name].append(_timed(function, *args))
+    return times
+
+
+def _figure(times: dict[str, list[float]], unavailable: dict[str, str], errors: dict[str, float]) -> dict:
+    """One figure: numpyseg's median and each peer's median, ratio, parity error or reason."""
+    ours = times.pop("numpyseg")
+    figure = {"numpyseg": {"median": median(ours), "times": ours}, "peers": {}}
+    for name, theirs in times.items():
+        figure["peers"][name] = {"median": median(theirs), "times": theirs,
+                                 "ratio": median(ours) / median(theirs)}
+        if name in errors:
+            figure["peers"][name]["relative_error"] = errors[name]
+    for name, reason in unavailable.items():
+        figure["peers"][name] = {"status": reason}
+        if name in errors:
+            figure["peers"][name]["relative_error"] = errors[name]
+    return figure
+
+
+def _checked_peers(candidates: list, reference: np.ndarray, x: np.ndarray):
+    """Each peer's relative error against numpyseg's logits; only peers under MAX_RELATIVE_ERROR are kept.
+
+    Returns:
+        (kept peers, {name: relative error}, {name: reason} for the peers left out).
+    """
+    kept, errors, rejected = [], {}, {}
+    for peer in candidates:
+        errors[peer.name] = relative_error(peer.logits(x), reference)
+        if errors[peer.name] < MAX_RELATIVE_ERROR:
+            peer.logits(x)  # warm-up after the check
+            kept.append(peer)
+        else:
+            rejected[peer.name] = (f"output differs from numpyseg's (relative error "
+                                   f"{errors[peer.name]:.1e} >= {MAX_RELATIVE_ERROR:.0e}): not timed")
+    return kept, errors, rejected
+
+
+def _inference_figure(ours, theirs, x, size: int, threads: int, repeats: int, log,
+                      no_torch: str = TORCH_NOT_INSTALLED) -> dict:
+    """Inference of numpyseg against every peer that runs here (see numpyseg.benchmark_peers).
+
+    no_torch: what the table says for each peer when `theirs` is None (every peer needs PyTorch).
+    """
+    reference = ours.inference(x)
+    with tempfile.TemporaryDirectory(prefix="numpyseg-benchmark-") as folder:
+        if theirs is None:
+            candidates, unavailable = [], {name: no_torch for name in PEER_NAMES}
+        else:
+            log("exporting the PyTorch twin to ONNX and loading the peers ...")
+            others, unavailable = inference_peers(theirs.model, size, threads, Path(folder))
+            candidates = [theirs] + others
+        kept, errors, rejected = _checked_peers(candidates, reference, x)
+        unavailable.update(rejected)
+        runners = {"numpyseg": ours.inference}
+        runners.update({peer.name: peer.logits for peer in kept})
+        log(f"inference {size}x{size}, {repeats} repeats, alternately: {', '.join(runners)} ...")
+        times = _alternate(runners, (x,), repeats)
+    figure = _figure(times, unavailable, errors)
+    for peer in kept:
+        if hasattr(peer, "settings"):
+            figure["peers"][peer.name]["settings"] = peer.settings()
+    return figure
+
+
+def _training_figures(ours, theirs, size: int, batches, repeats: int, log,
+                      no_torch: str = TORCH_NOT_INSTALLED) -> list[dict]:
+    """Training steps of numpyseg and PyTorch eager, per batch size, DropBlock off then on."""
+    figures = []
+    for batch in batches:
+        xb, yb = _inputs(batch, size, seed=batch)
+        for dropblock in (False, True):
+            log(f"training step, batch {batch}, DropBlock {'on' if dropblock else 'off'}, "
+                f"{repeats} repeats ...")
+            runners = {"numpyseg": ours.train_step}
+            ours.set_dropblock(dropblock)
+            if theirs is not None:
+                theirs.set_dropblock(dropblock)
+                runners["PyTorch"] = theirs.train_step
+            for function in runners.values():
+                function(xb, yb)  # warm-up at this batch size
+            unavailable = {} if theirs is not None else {"PyTorch": no_torch}
+            figure = _figure(_alternate(runners, (xb, yb), repeats), unavailable, {})
+            figures.append({"batch": batch, "dropblock": dropblock, **figure})
+    ours.set_dropblock(True)
+    if theirs is not None:
+        theirs.set_dropblock(True)
+    return figures
+
+
+def machine_figures(model, size: int, threads: int, repeats: int, sgemm_size: int = 2048) -> dict:
+    """The yardsticks of numpyseg.roofline, measured now: sgemm, FLOPs, conv GFLOP/s, GB/s.
+
+    sgemm runs last: after a product, the BLAS's threads keep spinning for a moment,
+    waiting for more work, and would take the cores from the kernels timed next.
+    """
+    flops_592 = roofline.forward_flops(model, 592)
+    flops_run = flops_592 if size == 592 else roofline.forward_flops(model, size)
+    figures = {"gflop_592": flops_592["total"] / 1e9, "gflop_592_by_layer": {
+                   name: value / 1e9 for name, value in flops_592["by_layer"].items()},
+               "authors_gflop_592": roofline.AUTHORS_GFLOPS_592,
+               "gflop_run": flops_run["total"] / 1e9,
+               "conv": roofline.conv_throughput(scale=size / 592, repeats=repeats),
+               "memory_bound": roofline.memory_bound_throughput(size, repeats=repeats)}
+    figures["sgemm"] = roofline.sgemm_gflops(threads, n=sgemm_size, repeats=repeats)
+    return figures
+
+
+def run_benchmark(size: int = 592, repeats: int = 5, batches=(1, 2), use_torch: bool = True,
                   threads: int | None = None, memory: bool = True, startup: bool = True,
-                  profile: bool = True, log=print) -> dict:
+                  profile: bool = True, machine: bool = True, sgemm_size: int = 2048, log=print) -> dict:
     """Run every measurement described in the module docstring; return the results dict.
 
     Args:
         size: image height and width (a multiple of 8).
         repeats: timed repetitions per figure (after one warm-up call).
         batches: batch sizes of the training-step figures.
-        use_torch: also time the PyTorch twin when torch is installed.
-        threads: numba (and torch) threads; default: numba's current setting.
-        memory, startup, profile: include the subprocess memory / start-up
-            measurements and the per-layer-type split.
+        use_torch: also time PyTorch and the engines fed by its ONNX export, when installed.
+        threads: numba (and every peer's) threads; default: numba's current setting.
+        memory, startup, profile, machine: include the subprocess memory / start-up
+            measurements, the per-layer-type split, and the machine's yardsticks.
+        sgemm_size: side n of the sgemm yardstick's matrices.
         log: progress messages (None: silent).
+    Raises:
+        ConfigError: a size, repeat count, batch size or thread count out of range.
     """
     import numba
 
-    if size % 8:
-        raise ValueError(f"size must be a multiple of 8 (three 2x2 poolings), got {size}")
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    check_options(size, repeats, batches, threads)
     if threads:
         numba.set_num_threads(threads)
     threads = numba.get_num_threads()
     log = log or (lambda *a: None)
     torch = _import_torch(use_torch, threads)
     results = {"config": {"size": size, "repeats": repeats, "batches": list(batches),
-                          "torch": torch is not None},
+                          "torch": torch is not None, "max_relative_error": MAX_RELATIVE_ERROR},
                "machine": _machine(threads, torch)}
 
     ours = NumpysegRunner(size)
-    theirs = TorchRunner(ours.model, threads) if torch is not None else None
 
-    # ---- first calls: numba compiles (or loads its cache), torch warms up
+    # ---- first calls: numba compiles (or loads its cache)
     x1, y1 = _inputs(1, size)
     log("warm-up (numba compilation or cache load) ...")
     first = {"inference": _timed(ours.inference, x1)}
     first["train_step"] = _timed(ours.train_step, x1, y1)
     first["inference_again"] = _timed(ours.inference, x1)
     results["first_call"] = first
-    if theirs is not None:
-        theirs.inference(x1)
-        theirs.train_step(x1, y1)
+    # the twin copies the weights as they are now, after the warm-up's Adam step
+    theirs = TorchRunner(ours.model, threads) if torch is not None else None
 
-    # ---- inference, alternating
-    log(f"inference {size}x{size}, {repeats} repeats ...")
-    a, b = [], []
-    for _ in range(repeats):
-        a.append(_timed(ours.inference, x1))
-        if theirs is not None:
-            b.append(_timed(theirs.inference, x1))
-    results["inference"] = _figure(a, b)
+    no_torch = TORCH_NOT_INSTALLED if use_torch else "left out (PyTorch not used in this run)"
+    results["inference"] = _inference_figure(ours, theirs, x1, size, threads, repeats, log, no_torch)
+    results["train_steps"] = _training_figures(ours, theirs, size, batches, repeats, log, no_torch)
 
-    # ---- training steps, alternating
-    for batch in batches:
-        log(f"training step, batch {batch}, {repeats} repeats ...")
-        xb, yb = _inputs(batch, size, seed=batch)
-        ours.train_step(xb, yb)  # warm-up at this batch size
-        if theirs is not None:
-            theirs.train_step(xb, yb)
-        a, b = [], []
-        for _ in range(repeats):
-            a.append(_timed(ours.train_step, xb, yb))
-            if theirs is not None:
-                b.append(_timed(theirs.train_step, xb, yb))
-        results[f"train_step_b{batch}"] = _figure(a, b)
-
-    # ---- where the time goes
     if profile:
         log("per-layer-type profile ...")
         with layer_profile() as prof:
@@ -492,14 +559,21 @@ def run_benchmark(size: int = 592, repeats: int = 5, batches=(1, 4), use_torch: 
         with layer_profile() as prof:
             ours.train_step(x1, y1, profile=prof)
         results["profile_train_step"] = prof.as_dict()
+    if machine:
+        log("the machine's yardsticks: sgemm, FLOPs, convolution GFLOP/s, memory-bound GB/s ...")
+        results["roofline"] = machine_figures(ours.model, size, threads, repeats, sgemm_size)
+        results["roofline"]["inference_gflops"] = (results["roofline"]["gflop_run"]
+                                                   / results["inference"]["numpyseg"]["median"])
 
     # ---- fresh processes
     if memory:
         log("peak memory of one inference in a fresh process ...")
-        mem = {"numpyseg": peak_memory_mb(size, "numpyseg", threads)}
+        mem = {"numpyseg": peak_memory_mb(size, "numpyseg", threads), "peers": {}}
         if torch is not None:
-            mem["torch"] = peak_memory_mb(size, "torch", threads)
-            mem["ratio"] = mem["numpyseg"] / mem["torch"]
+            mb = peak_memory_mb(size, "torch", threads)
+            mem["peers"]["PyTorch"] = {"mb": mb, "ratio": mem["numpyseg"] / mb}
+        else:
+            mem["peers"]["PyTorch"] = {"status": no_torch}
         results["memory_mb"] = mem
     if startup:
         log("start-up time of a fresh process (twice) ...")
@@ -508,49 +582,114 @@ def run_benchmark(size: int = 592, repeats: int = 5, batches=(1, 4), use_torch: 
     return results
 
 
+# ------------------------------------------------------------------- report
 def _seconds(value: float) -> str:
-    return f"{value:8.3f} s" if value >= 0.1 else f"{value * 1e3:7.1f} ms"
+    return f"{value:.3f} s" if value >= 0.1 else f"{value * 1e3:.1f} ms"
+
+
+def table_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """(figure, numpyseg, peer, numpyseg / peer) for each row of the report's table.
+
+    One row per inference peer, per training step and peer, and for the peak memory;
+    a peer that did not run shows why in the peer column and "-" as its ratio.
+    """
+    rows = []
+
+    def add(label: str, ours: str, peers: dict, value_of) -> None:
+        for name in [n for n in PEER_NAMES if n in peers] + [n for n in peers if n not in PEER_NAMES]:
+            peer = peers[name]
+            if "status" in peer:
+                rows.append((f"{label} vs {name}", ours, peer["status"], "-"))
+            else:
+                rows.append((f"{label} vs {name}", ours, value_of(peer), f"{peer['ratio']:.2f}"))
+
+    inference = results["inference"]
+    add("inference, batch 1", _seconds(inference["numpyseg"]["median"]), inference["peers"],
+        lambda p: _seconds(p["median"]))
+    for step in results["train_steps"]:
+        label = f"training step, batch {step['batch']}, DropBlock {'on' if step['dropblock'] else 'off'}"
+        add(label, _seconds(step["numpyseg"]["median"]), step["peers"], lambda p: _seconds(p["median"]))
+    if "memory_mb" in results:
+        mem = results["memory_mb"]
+        add("peak memory of one inference (fresh process)", f"{mem['numpyseg']:.0f} MB", mem["peers"],
+            lambda p: f"{p['mb']:.0f} MB")
+    return rows
+
+
+def _markdown(header: list[str], rows) -> list[str]:
+    """A Markdown table: header, separator, one line per row (cells as given)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def _parity_lines(results: dict) -> str:
+    """The parity check of each peer, and the settings the engines report back."""
+    peers = results["inference"]["peers"]
+    checked = [f"{name} {peer['relative_error']:.1e}" for name, peer in peers.items()
+               if "relative_error" in peer]
+    limit = results["config"]["max_relative_error"]
+    lines = ["parity with numpyseg's logits, max |peer - numpyseg| / max |numpyseg| (must be < "
+             f"{limit:.0e}): " + (", ".join(checked) if checked else "no peer ran")]
+    lines += [f"{name} runs with " + ", ".join(f"{k} {v}" for k, v in peer["settings"].items())
+              for name, peer in peers.items() if "settings" in peer]
+    return "\n".join(lines)
+
+
+def format_roofline(results: dict) -> list[str]:
+    """The machine's yardsticks as text lines (see numpyseg.roofline for the formulas)."""
+    mach, roof = results["machine"], results["roofline"]
+    sgemm = roof["sgemm"]
+    size = results["config"]["size"]
+    threads = (f"{sgemm['threads']} threads (threadpoolctl)" if sgemm["threads_pinned"]
+               else "the BLAS's own thread count (threadpoolctl not installed)")
+    gflop, authors = roof["gflop_592"], roof["authors_gflop_592"]
+    agree = ("agrees" if round(gflop, 2) == authors
+             else f"differs by {100 * (gflop - authors) / authors:+.1f} %")
+    lines = [f"instruction set: {mach['instruction_set']} (LLVM CPU {mach['llvm_cpu']}); "
+             f"register-tile variant: {mach['tile_variant']}",
+             f"sgemm: numpy float32 {sgemm['n']}x{sgemm['n']} matmul, {sgemm['blas']}, {threads}: "
+             f"{sgemm['gflops']:.1f} GFLOP/s",
+             f"model: {gflop:.2f} GFLOP per 592x592 forward (2 x multiply-adds: convolutions, transposed "
+             f"convolutions, attention gates); the authors' count, {authors:.2f} GFLOP, {agree}",
+             f"inference at {size}x{size}: {roof['gflop_run']:.3g} GFLOP in "
+             f"{_seconds(results['inference']['numpyseg']['median'])}, {roof['inference_gflops']:.1f} GFLOP/s "
+             f"({roof['inference_gflops'] / sgemm['gflops']:.0%} of sgemm)",
+             "", "3x3 convolutions, GFLOP/s (fraction of sgemm's):"]
+    rows = [(f"{r['size']}x{r['size']}", f"{r['c_in']} -> {r['c_out']}",
+             *(f"{r[d]:.1f} ({r[d] / sgemm['gflops']:.0%})" for d in ("forward", "input_grad", "weight_grad")))
+            for r in roof["conv"]]
+    lines += _markdown(["size", "channels", "forward", "input gradient", "weight gradient"], rows)
+    lines += ["", f"memory-bound layers, forward on {size}x{size}x16 maps, "
+              "GB/s = (bytes read + written) / time:"]
+    lines += _markdown(["layer", "MB read + written", "time", "GB/s"],
+                       [(r["name"], f"{r['bytes'] / 1e6:.1f}", _seconds(r["seconds"]), f"{r['gbps']:.1f}")
+                        for r in roof["memory_bound"]])
+    return lines
 
 
 def format_report(results: dict) -> str:
-    """The results dict as a readable table."""
+    """The results dict as readable text: the comparison table, then the details."""
     cfg, mach = results["config"], results["machine"]
     size = cfg["size"]
-    has_torch = cfg["torch"]
     lines = [f"numpyseg benchmark: SA-UNetv2 at {size}x{size}, {mach['threads']} threads, "
              f"median of {cfg['repeats']}",
              f"machine: {mach['cpu']}, {mach['cores']} cores; numpy {mach['numpy']}, "
-             f"numba {mach['numba']}" + (f", torch {mach['torch']}" if has_torch else ", torch absent"),
+             f"numba {mach['numba']}" + (f", torch {mach['torch']}" if cfg["torch"] else ", torch absent"),
              f"load average: {mach['load_average_before']} before, {mach.get('load_average_after')} after",
-             ""]
-    header = f"{'figure':<34}{'numpyseg':>12}" + (f"{'PyTorch':>12}{'ratio':>8}" if has_torch else "")
-    lines += [header, "-" * len(header)]
-
-    def row(label, figure):
-        text = f"{label:<34}{_seconds(figure['numpyseg']['median']):>12}"
-        if "torch" in figure:
-            text += f"{_seconds(figure['torch']['median']):>12}{figure['ratio']:>8.2f}"
-        return text
-
-    lines.append(row("inference (batch 1)", results["inference"]))
-    for batch in cfg["batches"]:
-        lines.append(row(f"training step (batch {batch})", results[f"train_step_b{batch}"]))
-    if "memory_mb" in results:
-        mem = results["memory_mb"]
-        text = f"{'peak memory, one inference':<34}{mem['numpyseg']:>9.0f} MB"
-        if "torch" in mem:
-            text += f"{mem['torch']:>9.0f} MB{mem['ratio']:>8.2f}"
-        lines.append(text)
+             _parity_lines(results), ""]
+    lines += _markdown(["figure", "numpyseg", "peer", "numpyseg / peer"], table_rows(results))
     lines.append("")
     first = results["first_call"]
-    lines.append(f"first inference (compile or load numba cache): {_seconds(first['inference']).strip()}, "
-                 f"first training step: {_seconds(first['train_step']).strip()}")
+    lines.append(f"first inference (compile or load numba cache): {_seconds(first['inference'])}, "
+                 f"first training step: {_seconds(first['train_step'])}")
     if "startup" in results:
         s = results["startup"]
         for key, label in (("first_process", "fresh process #1"), ("second_process", "fresh process #2")):
             r = s[key]
             lines.append(f"{label}: import {r['import']:.2f} s, build + first 64x64 forward "
                          f"{r['first_forward']:.2f} s, whole process {r['process']:.2f} s")
+    if "roofline" in results:
+        lines += [""] + format_roofline(results)
     for key, title in (("profile_inference", "inference"), ("profile_train_step", "training step, batch 1")):
         if key not in results:
             continue
@@ -565,18 +704,22 @@ def format_report(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    """Command-line entry (also `numpyseg benchmark`)."""
-    import argparse
-
-    from numpyseg.cli import benchmark as cli
-
-    parser = argparse.ArgumentParser(prog="numpyseg-benchmark", description=cli.HELP)
-    cli.add_arguments(parser)
-    return cli.run(parser.parse_args(argv))
+def check_new_file(path: str | os.PathLike) -> Path:
+    """Raise ConfigError if `path` exists: results never replace an existing file."""
+    path = Path(path)
+    if path.exists():
+        raise ConfigError(f"{path} already exists: give --json a new file name (results are not "
+                          "written over an existing file)")
+    return path
 
 
-def write_json(results: dict, path: str) -> None:
-    """Write the results dict (from run_benchmark or conv_benchmark) as indented JSON."""
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
+def write_json(results: dict, path: str | os.PathLike) -> Path:
+    """Write the results dict (from run_benchmark or conv_benchmark) as indented JSON, atomically.
+
+    Raises:
+        ConfigError: the file already exists.
+    """
+    from numpyseg.atomic import atomic_write_bytes
+
+    path = check_new_file(path)
+    return atomic_write_bytes(path, json.dumps(results, indent=2).encode("utf-8"))
