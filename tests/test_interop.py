@@ -138,3 +138,70 @@ def test_torch_import_rejects_a_foreign_state_dict(torch, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "error: not a state dict of the numpyseg PyTorch twin" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_run_folder_source_takes_best_npz(torch, tmp_path, capsys):
+    model = tiny(SAUNetV2)
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["export", str(run), "--format", "torch", "--out", str(tmp_path / "a.pt")]) == 2
+    assert f"run folder {run} has no best.npz" in capsys.readouterr().err
+    save_weights(model, run / "best.npz")
+    assert main(["export", str(run), "--format", "torch", "--out", str(tmp_path / "a.pt")]) == 0
+    state = torch.load(tmp_path / "a.pt", weights_only=True)
+    np.testing.assert_array_equal(state["up1.conv.weight"].numpy(),
+                                  model.state_dict()["up1.weight"].transpose(3, 2, 0, 1))
+
+
+# ------------------------------------------------------------------ distributed training
+@pytest.mark.parametrize("pos_weight", [1.0, 3.0])
+def test_torch_loss_is_numpysegs_loss(torch, pos_weight):
+    from numpyseg.losses import bce_mcc_loss as numpy_loss
+    from numpyseg.models.torch_reference import bce_mcc_loss
+
+    rng = np.random.default_rng(4)
+    z = rng.normal(0, 2, (2, 8, 8, 1))
+    m = (rng.random(z.shape) < 0.8).astype(np.float64)
+    for y in ((rng.random(z.shape) < 0.3).astype(np.float64), np.zeros(z.shape)):  # zeros: D = 0
+        tz = torch.tensor(z, requires_grad=True)
+        loss = bce_mcc_loss(tz, torch.tensor(y), torch.tensor(m), pos_weight=pos_weight)
+        loss.backward()
+        value, grad = numpy_loss(z, y, m, pos_weight=pos_weight)
+        assert loss.item() == pytest.approx(value, rel=1e-10)
+        np.testing.assert_allclose(tz.grad.numpy(), grad, rtol=1e-8, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_ddp_training_on_two_cpu_processes_comes_back_into_numpyseg(torch, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpyseg
+    from numpyseg.interop.ddp_train import build_parser, initial_model, job_from_args
+    from numpyseg.interop.torch_bridge import model_from_torch
+    from numpyseg.models.torch_reference import torch_twin
+
+    out = tmp_path / "ddp.pt"
+    argv = ["--synthetic-count", "4", "--synthetic-size", "32", "--base-channels", "8", "--block-size", "3",
+            "--batch-size", "1", "--epochs", "2", "--steps-per-epoch", "2", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(Path(numpyseg.__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-m", "numpyseg.interop.ddp_train", "--nproc", "2"] + argv,
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "epoch 2/2" in done.stdout and "weights identical on all 2 processes" in done.stdout
+
+    start = initial_model(job_from_args(build_parser().parse_args(argv)))
+    trained = model_from_torch(out, block_size=3)
+    assert trained.config == start.config
+    moved = [np.max(np.abs(trained.state_dict()[k] - v)) for k, v in start.state_dict().items()]
+    assert max(moved) > 1e-4  # two epochs of Adam changed the weights
+
+    twin = torch_twin(start)
+    twin.load_state_dict(torch.load(out, weights_only=True))
+    twin.eval()
+    x = np.random.default_rng(1).random((1, 32, 40, 3), dtype=np.float32)
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    assert relative_error(logits_of(trained, x), expected) <= 1e-4
