@@ -17,7 +17,8 @@ To other tools (SOURCE: a run folder or any weights .npz, the shipped ones inclu
 
 from __future__ import annotations
 
-HELP = "export a training run's best weights (no optimiser state) with a record of the run"
+HELP = ("export a training run's best weights (no optimiser state) with a record of the run; "
+        "--format onnx/torch: weights to ONNX or PyTorch, and back")
 
 
 def add_arguments(parser):
