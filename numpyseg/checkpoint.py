@@ -8,6 +8,11 @@ Layout of the file (a zip of .npy arrays, readable with np.load(allow_pickle=Fal
                                    {"format": "numpyseg-checkpoint", "version": 1,
                                     "config": {...architecture...}, "epoch": 12, "extra": {...}}
 
+Format versions.  save_checkpoint (the only writer: training, export, import) always
+writes FORMAT_VERSION.  load_checkpoint reads every version from 1 up to FORMAT_VERSION
+(a later change of the layout keeps reading the earlier ones) and refuses a newer
+one, written by a later numpyseg, with a one-line error saying to upgrade.
+
 Nothing is pickled, so loading a checkpoint cannot run code.  The file is written
 atomically: into a temporary file in the same folder, flushed and fsync'ed, then
 renamed over the target with os.replace (atomic on POSIX and Windows), so a crash or
@@ -15,7 +20,8 @@ a full disk mid-write leaves either the old checkpoint or the new one, never hal
 file.
 
 Every problem found while loading or restoring (missing file, truncated or corrupt
-zip, bad JSON, other format version, a NaN or infinite model weight, missing or
+zip, bad JSON, a format version newer than this numpyseg reads, a NaN or infinite
+model weight, missing or
 misshapen array, a different architecture) raises CheckpointError, a ValueError whose one-line message names the
 file and the problem.
 """
@@ -166,8 +172,11 @@ def load_checkpoint(path) -> Checkpoint:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
         raise fail("metadata does not describe a numpyseg checkpoint")
     version = meta.get("version")
-    if version != FORMAT_VERSION:
-        raise fail(f"format version {version!r}, this numpyseg reads version {FORMAT_VERSION}")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise fail(f"bad format version {version!r} in its metadata")
+    if version > FORMAT_VERSION:
+        raise fail(f"format version {version} is newer than this numpyseg reads (up to {FORMAT_VERSION}): "
+                   f"upgrade numpyseg (pip install --upgrade numpyseg)")
     for key in ("config", "epoch", "extra"):
         if key not in meta:
             raise fail(f"metadata has no '{key}'")

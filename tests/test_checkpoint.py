@@ -188,7 +188,10 @@ def test_bad_metadata_and_wrong_version(tmp_path):
     cases = [
         (b'{"format": "numpyseg-checkpoint", "version": 1, "config": {', "bad metadata JSON"),
         (b"\xff\xfe", "bad metadata JSON"),
-        (json.dumps({**good, "version": 99}).encode(), "format version 99, this numpyseg reads version 1"),
+        (json.dumps({**good, "version": FORMAT_VERSION + 1}).encode(),
+         rf"format version {FORMAT_VERSION + 1} is newer than this numpyseg reads .*upgrade numpyseg"),
+        (json.dumps({**good, "version": "1"}).encode(), "bad format version '1'"),
+        (json.dumps({**good, "version": 0}).encode(), "bad format version 0"),
         (json.dumps({**good, "format": "other"}).encode(), "does not describe a numpyseg checkpoint"),
         (json.dumps({k: v for k, v in good.items() if k != "epoch"}).encode(), "metadata has no 'epoch'"),
     ]
@@ -205,6 +208,25 @@ def test_bad_metadata_and_wrong_version(tmp_path):
         load_checkpoint(path)
     _write_raw(path, json.dumps(good).encode(), **weights)
     assert load_checkpoint(path).model_state.keys() == {"w"}
+
+
+def test_every_writer_stamps_the_format_version_and_older_versions_load(tmp_path, monkeypatch):
+    net, opt = trained()
+    path = save_checkpoint(tmp_path / "now.npz", net, opt, config=net.config, epoch=1)
+    with np.load(path) as data:
+        assert json.loads(data["meta"].tobytes())["version"] == FORMAT_VERSION
+    # a numpyseg that reads a later format still reads this file, and keeps its version
+    monkeypatch.setattr(ckpt, "FORMAT_VERSION", FORMAT_VERSION + 1)
+    old = ckpt.load_checkpoint(path)
+    assert old.version == FORMAT_VERSION
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(old.model_state[key], value)
+
+
+def test_shipped_weights_carry_a_format_version():
+    from numpyseg.inference import SHIPPED_WEIGHTS
+
+    assert 1 <= load_checkpoint(SHIPPED_WEIGHTS).version <= FORMAT_VERSION
 
 
 def test_missing_array(tmp_path):

@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="numpyseg",
         description="SA-UNetv2 retinal-vessel segmentation in NumPy + numba.",
     )
+    from numpyseg import __version__
+
+    parser.add_argument("--version", action="version", version=f"numpyseg {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:

@@ -35,9 +35,9 @@ class TorchDropBlock(nn.Module):
         n, c, h, w = x.shape
         b = min(self.block_size, h, w)
         gamma = self.rate / b**2 * (h * w) / ((h - b + 1) * (w - b + 1))
-        valid = torch.zeros(1, 1, h, w, dtype=x.dtype)
+        valid = torch.zeros(1, 1, h, w, dtype=x.dtype, device=x.device)
         valid[..., b // 2: h - (b - 1) // 2, b // 2: w - (b - 1) // 2] = 1
-        seeds = (torch.rand(n, c, h, w) < gamma).to(x.dtype) * valid
+        seeds = (torch.rand(n, c, h, w, device=x.device) < gamma).to(x.dtype) * valid
         dropped = F.max_pool2d(seeds, b, stride=1, padding=b // 2)[..., :h, :w]
         mask = 1 - dropped
         return x * mask * (mask.numel() / mask.sum().clamp(min=1))
@@ -133,6 +133,31 @@ class TorchUNet3(nn.Module):
         d2 = self.dec2(self._skip(self.csa2, e2, self.up2(d3)))
         d1 = self.dec1(self._skip(self.csa1, e1, self.up1(d2)))
         return self.head(d1)
+
+
+def bce_mcc_loss(logits, target, mask, bce_weight=0.5, mcc_weight=0.5, pos_weight=1.0):
+    """numpyseg.losses.bce_mcc_loss in PyTorch: bce_weight * WBCE + mcc_weight * (1 - soft MCC).
+
+    Args:
+        logits, target, mask: tensors of one shape (target and mask in [0, 1]).
+        pos_weight: the positive-class weight w of the BCE (a number).
+    Returns:
+        The scalar loss tensor.  BCE is the masked mean of
+        (1 - y + w y) softplus(z) - w y z; MCC uses the soft counts over the whole batch
+        and eps 1e-7 (formulas: numpyseg.losses.bce and numpyseg.losses.mcc).
+    """
+    w = torch.as_tensor(float(pos_weight), dtype=logits.dtype, device=logits.device)
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=mask, pos_weight=w,
+                                             reduction="sum") / mask.sum().clamp(min=1)
+    p = torch.sigmoid(logits)
+    tp, tn = (mask * p * target).sum(), (mask * (1 - p) * (1 - target)).sum()
+    fp, fn = (mask * p * (1 - target)).sum(), (mask * (1 - p) * target).sum()
+    a = (tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)
+    # D = sqrt(A), with the gradient through it taken as 0 at A = 0 (as numpyseg.losses.mcc
+    # does: N = 0 there), not 0 * inf = NaN, e.g. on a patch without vessels
+    d = torch.where(a > 0, torch.sqrt(torch.where(a > 0, a, torch.ones_like(a))), torch.zeros_like(a))
+    mcc = (tp * tn - fp * fn) / (d + 1e-7)
+    return bce_weight * bce + mcc_weight * (1 - mcc)
 
 
 def torch_name(numpy_name: str) -> str:

@@ -12,7 +12,9 @@ record a reader needs to trust them:
     OUT_curves.png   the run's training curves
 
 The command is rebuilt from the run's stored config (TrainConfig.command_line), so
-it is the command that defines the run, whichever way it was typed.
+it is the command that defines the run, whichever way it was typed.  The record names
+no folder of the machine: paths are written as folder names, relative to the folder
+holding them (numpyseg.training.portable).
 
 Nothing of the user's is overwritten: OUT.npz may replace only an earlier export
 (weights with a training record and no optimiser state), never a run's own
@@ -28,6 +30,7 @@ from numpyseg.atomic import atomic_write_bytes, refuse_to_overwrite
 from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpyseg.errors import ConfigError
 from numpyseg.training.config import TrainConfig
+from numpyseg.training.portable import portable_command, portable_config, portable_path
 
 VAL_KEYS = ("val_loss", "val_acc", "val_sen", "val_spe", "val_f1", "val_iou", "val_mcc", "val_auc")
 CURVE_KEYS = ("epoch", "elapsed_s", "lr", "train_loss", "val_loss", "val_f1", "val_auc")
@@ -57,11 +60,11 @@ def training_summary(run_dir, which: str = "best") -> dict:
     for checkpoint in (kept, final):
         if "train_config" not in checkpoint.extra:
             raise CheckpointError(f"checkpoint {checkpoint.path}: not a training state written by numpyseg train")
-    config = TrainConfig.from_dict(kept.extra["train_config"])
+    config = portable_config(TrainConfig.from_dict(kept.extra["train_config"]))
     history = final.extra.get("history") or []
     record = next((r for r in history if r.get("epoch") == kept.epoch), {})
     return {
-        "command": config.command_line(str(run_dir)),
+        "command": config.command_line(portable_path(run_dir.resolve())),
         "config": config.to_dict(),
         "seed": config.seed,
         "dataset": config.dataset,
@@ -76,7 +79,7 @@ def training_summary(run_dir, which: str = "best") -> dict:
         "validation": {k: record[k] for k in VAL_KEYS if k in record},
         "lr_at_epoch": record.get("lr"),
         "num_parameters": kept.extra.get("num_parameters"),
-        "sessions": final.extra.get("sessions", []),
+        "sessions": [dict(s, command=portable_command(s.get("command"))) for s in final.extra.get("sessions", [])],
         # the curve, epoch by epoch, for plots and tutorials (a few kB)
         "history": [{k: row[k] for k in CURVE_KEYS if k in row} for row in history],
     }

@@ -65,6 +65,7 @@ from numpyseg.optim.schedulers import EarlyStopping, ReduceLROnPlateau
 from numpyseg.training import batches as batching
 from numpyseg.training import logs
 from numpyseg.training.config import MONITORS, TrainConfig
+from numpyseg.training.portable import portable_config
 from numpyseg.errors import ConfigError, TrainingDiverged
 
 LAST, BEST = "last.npz", "best.npz"
@@ -669,7 +670,7 @@ class Trainer:
 
     def _write_logs(self) -> None:
         clean = self.history
-        document = {"run": self.config.to_dict(), "monitor": self.monitor,
+        document = {"run": portable_config(self.config).to_dict(), "monitor": self.monitor,
                     "best_epoch": self.best_epoch, "best_value": self.best_value,
                     "train_images": [s.name for s in self.train_samples],
                     "val_images": [s.name for s in self.val_samples]}
