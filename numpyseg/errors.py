@@ -28,3 +28,11 @@ class TrainingDiverged(NumpysegError):
 
 class ConfigError(NumpysegError):
     """An option or configuration value is out of range or inconsistent."""
+
+
+class NumpysegWarning(UserWarning):
+    """A result the user should look at before trusting it (e.g. no field of view found).
+
+    Issued with `warnings.warn`; the command line prints it as one line,
+    ``numpyseg <command>: warning: ...``, on stderr.
+    """

@@ -138,7 +138,7 @@ def export_run(run_dir, out, which: str = "best") -> dict:
     model, checkpoint = load_model(Path(run_dir) / f"{which}.npz")
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, None, config=checkpoint.config, epoch=checkpoint.epoch,
-                    extra={"training": summary})
+                    extra={"training": summary}, fov_diameter=checkpoint.fov_diameter)
     curves = Path(run_dir) / "curves.png"
     curves_out = out.with_name(out.stem + "_curves.png") if curves.exists() else None
     if curves_out is not None:
