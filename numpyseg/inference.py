@@ -254,7 +254,8 @@ def tiled_logits(model, image: np.ndarray, tile: int, progress=None) -> np.ndarr
         model: a UNet3 in eval mode under no_grad (see `evaluation_mode`).
         image: (H', W', C), H' and W' multiples of 8, in the model's dtype.
         tile: core side, a positive multiple of 8.
-        progress: None or a callable taking one-line messages (one per sweep and tile).
+        progress: None or a callable taking one-line messages (one per sweep, one per tile
+            of the final pass).
     """
     height, width = image.shape[:2]
     layout = tile_layout(height, width, tile, next_multiple(model.receptive_radius(), 8))
@@ -299,8 +300,8 @@ def whole_image_statistics(model, image: np.ndarray, layout=None, progress=None)
     sweeps = len(_group_norms(model))
     with normalised_with(model, statistics):
         for sweep in range(sweeps):
-            for i, ((wy, wy1, wx, wx1), core) in enumerate(layout):
-                _say(progress, f"GroupNorm statistics {sweep + 1}/{sweeps}, tile {i + 1}/{len(layout)}")
+            _say(progress, f"GroupNorm statistics {sweep + 1}/{sweeps} ({len(layout)} tiles)")
+            for (wy, wy1, wx, wx1), core in layout:
                 statistics.core, statistics.window = core, (wy1 - wy, wx1 - wx)
                 try:
                     model(image[None, wy:wy1, wx:wx1])

@@ -407,6 +407,7 @@ def segment(image, weights=None, *, threshold: float = 0.5, tile: int | None = N
         raise ConfigError(f"rescale must be one of {', '.join(RESCALE_MODES)}, got {rescale!r}")
     trained = load_trained(weights, fov_diameter)
     pixels, name = as_image(image)
+    _say(progress, f"{name}: {pixels.shape[1]}x{pixels.shape[0]}, finding the field of view")
     fov = derive_fov(pixels).astype(bool)
     prob, info = probability_map(trained, pixels, fov, name=name, rescale=rescale, tta=tta, tile=tile,
                                  progress=progress)

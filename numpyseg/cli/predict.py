@@ -52,21 +52,13 @@ def add_progress_argument(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="print no progress messages on stderr")
 
 
-def progress_printer(quiet: bool, every: float = 2.0):
-    """None when quiet, else a callback printing progress messages on stderr.
-
-    At most one message is printed every `every` seconds (the first one always),
-    so per-tile messages do not flood the terminal.
-    """
+def progress_printer(quiet: bool):
+    """None when quiet, else a callback printing each progress message as a line on stderr."""
     if quiet:
         return None
-    last = [float("-inf")]
 
     def show(message: str) -> None:
-        now = time.monotonic()
-        if now - last[0] >= every:
-            last[0] = now
-            print(f"  {message}", file=sys.stderr, flush=True)
+        print(f"  {message}", file=sys.stderr, flush=True)
     return show
 
 
