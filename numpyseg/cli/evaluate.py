@@ -6,8 +6,9 @@ cropped back to the image's size.  An image whose field of view (the dataset's
 FOV mask) differs by more than 15 % from the one the weights were trained at is
 first resized to that scale and its probabilities resampled back to the label's
 grid (--rescale, see numpyseg.prediction).  --tta averages the 8 flips and
-quarter turns.  The map is thresholded at --threshold (0.5) and scored per image -- Acc, Sen, Spe, F1, IoU, MCC against the label and ROC AUC on
-the probabilities -- over the whole image and inside the FOV mask.  The table
+quarter turns.  The map is thresholded at --threshold (0.5) and scored per
+image -- Acc, Sen, Spe, F1, IoU, MCC against the label and ROC AUC on the
+probabilities -- over the whole image and inside the FOV mask.  The table
 shows the means over images.
 
     numpyseg evaluate --weights runs/drive/best.npz --dataset drive --data-root ../shared/data/DRIVE
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from numpyseg.cli.predict import add_progress_argument, add_rescale_arguments
-from numpyseg.prediction import resolve_weights  # noqa: F401  (the weights of every command)
+from numpyseg.prediction import resolve_weights
 
 HELP = "score a model on a dataset: Acc, Sen, Spe, F1, IoU, MCC, AUC (whole image and inside the FOV)"
 
