@@ -172,6 +172,18 @@ def test_predict_rescales_to_the_trained_fov_by_default(trained, tmp_path, capsy
     assert "FOV rescaled x0.6" in capsys.readouterr().out
 
 
+def test_training_records_its_fov_diameter_and_export_keeps_it(trained, tmp_path, capsys):
+    from numpyseg.data.datasets import load_dataset
+    from numpyseg.prediction import training_fov_diameter
+
+    document = json.loads((trained / "history.json").read_text())
+    samples = {s.name: s for s in load_dataset("synthetic", split="training", n=6, size=(32, 32), seed=0)}
+    expected = training_fov_diameter([samples[name] for name in document["train_images"]])
+    assert load_checkpoint(trained / "best.npz").fov_diameter == expected
+    assert main(["export", str(trained), "--out", str(tmp_path / "w.npz")]) == 0
+    assert load_checkpoint(tmp_path / "w.npz").fov_diameter == expected
+
+
 def test_predict_warns_about_an_image_without_a_field_of_view(trained, tmp_path, capsys):
     dark = save_png(tmp_path / "dark.png", np.zeros((64, 64, 3), np.uint8))
     assert main(["predict", str(dark), "--weights", str(trained / "best.npz"), "--out", str(tmp_path / "o"),

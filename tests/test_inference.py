@@ -129,6 +129,14 @@ def test_tiled_prediction_equals_whole_image(model, fundus, tile):
     assert abs(_f1(tiled >= 0.5, label) - _f1(whole >= 0.5, label)) <= 0.002
 
 
+def test_tiled_prediction_of_sa_unet_v1_equals_whole_image(fundus):
+    """BatchNorm in eval mode is local: no statistics sweep, the halo alone makes tiles exact."""
+    v1 = build_model({"arch": "sa_unet", "base_channels": 8, "block_size": 3, "seed": 1})
+    assert v1.receptive_radius() == 89
+    image = fundus[0]
+    np.testing.assert_allclose(predict_proba(v1, image, tile=128), predict_proba(v1, image), atol=1e-5)
+
+
 def test_tiles_without_the_halo_or_the_whole_image_statistics_differ(model, fundus):
     """Each of the two corrections is needed: dropping either changes the prediction."""
     from numpyseg.inference import evaluation_mode, normalised_with, tile_layout, whole_image_statistics
