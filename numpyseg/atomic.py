@@ -30,6 +30,30 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _write_temporary(path: Path, write: Callable[[BinaryIO], None]) -> str:
+    """Fill a new temporary file next to `path` with `write(f)`, flushed and fsync'ed; returns its name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); use the umask as open() would
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        _remove(tmp)
+        raise
+    return tmp
+
+
+def _remove(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, durable: bool = False) -> Path:
     """Call `write(f)` on a temporary binary file, then rename it to `path`.
 
@@ -48,33 +72,44 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, 
             The destination is unchanged and the temporary file is removed.
     """
     path = Path(path)
-    try:
-        return _atomic_write(path, write, durable)
-    except OSError as error:
-        raise _name_the_target(error, path) from None
+    return atomic_write_all({path: write}, durable=durable)[0]
 
 
-def _atomic_write(path: Path, write, durable: bool) -> Path:
-    """atomic_write without the error translation."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def atomic_write_all(writers: dict, *, durable: bool = False) -> list[Path]:
+    """Write several files all or nothing: every one into a temporary file, then rename them all.
+
+    Any error while writing (a full disk, an encoder failing) happens before the first
+    rename, and removes every temporary file: no destination is touched.  The renames
+    that follow do not allocate space and are atomic one by one.
+
+    Args:
+        writers: {destination path: write(f) callable filling the open binary file}.
+        durable: also fsync the folders after the renames (see `atomic_write`).
+
+    Returns:
+        The destination paths, in the order given.
+
+    Raises:
+        OSError: naming the destination whose write failed (see `_name_the_target`).
+    """
+    paths = [Path(p) for p in writers]
+    temporaries: list[str] = []
+    path = paths[0] if paths else Path(".")
     try:
-        if hasattr(os, "fchmod"):  # mkstemp makes the file private (0600); use the umask as open() would
-            os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        for path, write in zip(paths, writers.values()):
+            temporaries.append(_write_temporary(path, write))
+        for tmp, path in zip(temporaries, paths):
+            os.replace(tmp, path)
+    except BaseException as error:
+        for tmp in temporaries:
+            _remove(tmp)
+        if isinstance(error, OSError):
+            raise _name_the_target(error, path) from None
         raise
     if durable:
-        _fsync_folder(path.parent)
-    return path
+        for folder in dict.fromkeys(path.parent for path in paths):
+            _fsync_folder(folder)
+    return paths
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -6,7 +6,13 @@ Layout of the file (a zip of .npy arrays, readable with np.load(allow_pickle=Fal
     optim/<key>                    e.g. 'optim/m.enc1.conv1.weight'  Optimizer.state_dict()
     meta                           uint8 array: UTF-8 JSON
                                    {"format": "numpyseg-checkpoint", "version": 1,
-                                    "config": {...architecture...}, "epoch": 12, "extra": {...}}
+                                    "config": {...architecture...}, "epoch": 12, "extra": {...},
+                                    "fov_diameter": 540.0}
+
+"fov_diameter" (optional) is the field-of-view diameter, in pixels, of the images
+the weights were trained on (see numpyseg.prediction): prediction rescales a
+photograph whose field of view differs from it.  Checkpoints written before it
+existed have none; numpyseg.prediction then assumes DRIVE's.
 
 Format versions.  save_checkpoint (the only writer: training, export, import) always
 writes FORMAT_VERSION.  load_checkpoint reads every version from 1 up to FORMAT_VERSION
@@ -59,6 +65,8 @@ class Checkpoint:
         extra: free-form JSON data (e.g. scheduler / early-stopping state, metrics).
         version: the file format version.
         path: the file it was read from (used in error messages).
+        fov_diameter: the field-of-view diameter (pixels) of the training images, or
+            None when the checkpoint does not record it (older checkpoints).
     """
 
     model_state: dict[str, np.ndarray]
@@ -68,10 +76,17 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
     version: int = FORMAT_VERSION
     path: str = "<memory>"
+    fov_diameter: float | None = None
 
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
+
+
+def _positive_number(value) -> bool:
+    """True for a finite number > 0 (bool excluded)."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and bool(np.isfinite(value)) and value > 0)
 
 
 def _json_default(value):
@@ -94,7 +109,7 @@ def _write_npz(fileobj, arrays: dict[str, np.ndarray]) -> None:
 
 
 def save_checkpoint(path, model, optimizer=None, *, config: dict, epoch: int,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None, fov_diameter: float | None = None) -> Path:
     """Write model (and optimiser) state plus metadata to one .npz file, atomically.
 
     Args:
@@ -104,12 +119,15 @@ def save_checkpoint(path, model, optimizer=None, *, config: dict, epoch: int,
         config: the architecture config (JSON-serialisable dict) that rebuilds the model.
         epoch: the number of the epoch just finished.
         extra: optional JSON-serialisable dict (scheduler state, metrics, ...).
+        fov_diameter: the field-of-view diameter (pixels) of the training images, or
+            None to record none.
 
     Returns:
         The path written.
 
     Raises:
-        ValueError: config / extra are not JSON-serialisable dicts.
+        ValueError: config / extra are not JSON-serialisable dicts; fov_diameter is
+            not a positive number.
     """
     path = Path(path)
     if not isinstance(config, dict):
@@ -118,6 +136,10 @@ def save_checkpoint(path, model, optimizer=None, *, config: dict, epoch: int,
         raise ValueError(f"extra must be a dict or None, got {type(extra).__name__}")
     meta = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": config,
             "epoch": int(epoch), "extra": extra or {}}
+    if fov_diameter is not None:
+        if not _positive_number(fov_diameter):
+            raise ValueError(f"checkpoint fov_diameter must be a positive number of pixels, got {fov_diameter!r}")
+        meta["fov_diameter"] = float(fov_diameter)
     try:
         text = json.dumps(meta, default=_json_default)
     except (TypeError, ValueError) as exc:
@@ -183,6 +205,10 @@ def load_checkpoint(path) -> Checkpoint:
     if not isinstance(meta["config"], dict) or not isinstance(meta["extra"], dict):
         raise fail("metadata 'config' and 'extra' must be JSON objects")
 
+    fov_diameter = meta.get("fov_diameter")
+    if fov_diameter is not None and not _positive_number(fov_diameter):
+        raise fail(f"metadata 'fov_diameter' must be a positive number of pixels, got {fov_diameter!r}")
+
     model_state, optim_state = {}, {}
     for key, value in arrays.items():
         if key.startswith(_MODEL):
@@ -195,7 +221,8 @@ def load_checkpoint(path) -> Checkpoint:
     if problem is not None:
         raise fail(problem)
     return Checkpoint(model_state=model_state, optim_state=optim_state, config=meta["config"],
-                      epoch=int(meta["epoch"]), extra=meta["extra"], version=version, path=name)
+                      epoch=int(meta["epoch"]), extra=meta["extra"], version=version, path=name,
+                      fov_diameter=None if fov_diameter is None else float(fov_diameter))
 
 
 def first_non_finite(state: dict[str, np.ndarray]) -> str | None:

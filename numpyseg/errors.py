@@ -37,7 +37,11 @@ class ConfigError(NumpysegError):
 
 
 class NumpysegWarning(UserWarning):
-    """Base class of numpyseg's warnings: the work goes on, but the user should know."""
+    """A result the user should look at before trusting it (e.g. no field of view found).
+
+    Issued with `warnings.warn`; the command line prints it as one line,
+    ``numpyseg <command>: warning: ...``, on stderr.
+    """
 
 
 class DataWarning(NumpysegWarning):

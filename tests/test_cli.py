@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from numpyseg.checkpoint import load_checkpoint
-from numpyseg.cli import predict as predict_cli
 from numpyseg.cli.main import main
 from numpyseg.data.io import read_image
 from numpyseg.data.synthetic import make_dataset, make_fundus
 from numpyseg.inference import load_model, predict_proba
+from numpyseg.prediction import error_map, fov_diameter
 from numpyseg.training import trainer as T
 
 TINY = ["--synthetic-count", "6", "--synthetic-size", "32", "--batch-size", "2", "--base-channels", "8",
@@ -118,12 +118,12 @@ def test_predict_reads_many_formats_of_odd_sizes(trained, tmp_path, capsys):
     files = {
         "rgb.png": (37, 45, lambda a: Image.fromarray(a)),
         "photo.jpg": (41, 33, lambda a: Image.fromarray(a)),
-        "gray.png": (29, 51, lambda a: Image.fromarray(a[:, :, 1])),
+        "gray.png": (45, 51, lambda a: Image.fromarray(a[:, :, 1])),
         "rgba.png": (35, 35, lambda a: Image.fromarray(np.dstack([a, np.full(a.shape[:2], 200, np.uint8)]))),
         "deep.png": (43, 39, lambda a: Image.fromarray(a[:, :, 1].astype(np.uint16) * 257)),
-        "scan.tif": (31, 27, lambda a: Image.fromarray(a)),
-        "old.ppm": (25, 30, lambda a: Image.fromarray(a)),
-        "anim.gif": (33, 21, lambda a: Image.fromarray(a).convert("P")),
+        "scan.tif": (47, 43, lambda a: Image.fromarray(a)),
+        "old.ppm": (41, 46, lambda a: Image.fromarray(a)),
+        "anim.gif": (33, 37, lambda a: Image.fromarray(a).convert("P")),
     }
     paths = []
     for name, (h, w, make) in files.items():
@@ -141,24 +141,111 @@ def test_predict_reads_many_formats_of_odd_sizes(trained, tmp_path, capsys):
         assert prob.shape == (h, w) and prob.dtype == np.uint8, name
         assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}, name
         assert over.shape == (h, w, 3), name
+        exact = np.load(out / f"{stem}_prob.npy")
+        assert exact.shape == (h, w) and exact.dtype == np.float32, name
+        np.testing.assert_array_equal(prob, np.round(exact * 255).astype(np.uint8))
         assert not (out / f"{stem}_errors.png").exists()
 
 
-def test_predict_resize_fov_rescales_and_returns_input_size(trained, tmp_path, capsys):
+def test_predict_rescales_to_the_trained_fov_by_default(trained, tmp_path, capsys):
+    """The run was trained on 32 px images: a 64 px image is predicted at half size, unless turned off."""
+    trained_diameter = load_checkpoint(trained / "best.npz").fov_diameter
+    assert 24 <= trained_diameter <= 32
     image_path, sample = synthetic_png(tmp_path / "big.png", size=64, seed=3)
-    diameter = predict_cli.fov_diameter(sample.image)
-    assert 50 <= diameter <= 64
-    out = tmp_path / "out"
-    assert main(["predict", str(image_path), "--weights", str(trained / "best.npz"), "--out", str(out),
-                 "--resize-fov", "--fov-diameter", "40"]) == 0
-    assert "FOV rescaled x0.6" in capsys.readouterr().out
-    assert np.asarray(Image.open(out / "big_prob.png")).shape == (64, 64)
-    assert np.asarray(Image.open(out / "big_overlay.png")).shape == (64, 64, 3)
+    assert 50 <= fov_diameter(sample.fov) <= 64
+    weights = ["--weights", str(trained / "best.npz")]
+    assert main(["predict", str(image_path), *weights, "--out", str(tmp_path / "auto")]) == 0
+    captured = capsys.readouterr()
+    assert "FOV rescaled x0.4" in captured.out or "FOV rescaled x0.5" in captured.out
+    assert "predicting at x0." in captured.err            # said on stderr as it happens
+    assert np.load(tmp_path / "auto" / "big_prob.npy").shape == (64, 64)
+    assert np.asarray(Image.open(tmp_path / "auto" / "big_overlay.png")).shape == (64, 64, 3)
 
-    dark = save_png(tmp_path / "dark.png", np.zeros((32, 32, 3), np.uint8))
-    assert main(["predict", str(dark), "--weights", str(trained / "best.npz"), "--out", str(out),
-                 "--resize-fov"]) == 2
-    assert "no field of view" in one_line_error(capsys, "predict")
+    assert main(["predict", str(image_path), *weights, "--out", str(tmp_path / "off"), "--rescale", "off"]) == 0
+    assert "rescaled" not in capsys.readouterr().out
+    model, _ = load_model(trained / "best.npz")
+    np.testing.assert_array_equal(np.load(tmp_path / "off" / "big_prob.npy"),
+                                  predict_proba(model, read_image(image_path)))
+
+    assert main(["predict", str(image_path), *weights, "--out", str(tmp_path / "fixed"), "--resize-fov",
+                 "--fov-diameter", "40"]) == 0
+    assert "FOV rescaled x0.6" in capsys.readouterr().out
+
+
+def test_training_records_its_fov_diameter_and_export_keeps_it(trained, tmp_path, capsys):
+    from numpyseg.data.datasets import load_dataset
+    from numpyseg.prediction import training_fov_diameter
+
+    document = json.loads((trained / "history.json").read_text())
+    samples = {s.name: s for s in load_dataset("synthetic", split="training", n=6, size=(32, 32), seed=0)}
+    expected = training_fov_diameter([samples[name] for name in document["train_images"]])
+    assert load_checkpoint(trained / "best.npz").fov_diameter == expected
+    assert main(["export", str(trained), "--out", str(tmp_path / "w.npz")]) == 0
+    assert load_checkpoint(tmp_path / "w.npz").fov_diameter == expected
+
+
+def test_predict_warns_about_an_image_without_a_field_of_view(trained, tmp_path, capsys):
+    dark = save_png(tmp_path / "dark.png", np.zeros((64, 64, 3), np.uint8))
+    assert main(["predict", str(dark), "--weights", str(trained / "best.npz"), "--out", str(tmp_path / "o"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("numpyseg predict: warning: ") and "no field of view found" in err
+    assert "\n" not in err
+
+
+def test_predict_refuses_images_too_small_to_segment(trained, tmp_path, capsys):
+    for h, w in ((1, 1), (7, 9), (31, 200)):
+        tiny = save_png(tmp_path / f"tiny{h}x{w}.png", np.full((h, w, 3), 128, np.uint8))
+        assert main(["predict", str(tiny), "--weights", str(trained / "best.npz"),
+                     "--out", str(tmp_path / "o")]) == 2
+        err = one_line_error(capsys, "predict")
+        assert "too small" in err and f"{h}x{w}" in err and "32 pixels" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_predict_never_overwrites_without_overwrite(trained, tmp_path, capsys):
+    image, _ = synthetic_png(tmp_path / "eye.png")
+    out = tmp_path / "out"
+    command = ["predict", str(image), "--weights", str(trained / "best.npz"), "--out", str(out), "--quiet"]
+    assert main(command) == 0
+    capsys.readouterr()
+    (out / "eye_mask.png").write_bytes(b"the user's own file")
+    assert main(command) == 2
+    err = one_line_error(capsys, "predict")
+    assert "eye_prob.png exists already" in err and "--overwrite" in err
+    assert (out / "eye_mask.png").read_bytes() == b"the user's own file"
+    assert main(command + ["--overwrite"]) == 0
+    assert np.asarray(Image.open(out / "eye_mask.png")).shape == (32, 32)
+
+
+def test_predict_progress_goes_to_stderr_and_quiet_silences_it(trained, tmp_path, capsys):
+    image, _ = synthetic_png(tmp_path / "eye.png")
+    weights = ["--weights", str(trained / "best.npz")]
+    assert main(["predict", str(image), *weights, "--out", str(tmp_path / "a"), "--tile", "32"]) == 0
+    captured = capsys.readouterr()
+    assert "eye.png: predicting at 32x32" in captured.err
+    assert captured.out.count("\n") == 1          # the result line only
+    assert main(["predict", str(image), *weights, "--out", str(tmp_path / "b"), "--tile", "32", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "eye_prob.npy"), np.load(tmp_path / "b" / "eye_prob.npy"))
+
+
+def test_evaluate_tta_and_rescaling(trained, tmp_path, capsys):
+    scores = {}
+    for name, options in (("plain", []), ("tta", ["--tta"]), ("rescaled", ["--resize-fov", "--fov-diameter", "20"])):
+        path = tmp_path / f"{name}.json"
+        assert main(["evaluate", "--weights", str(trained / "best.npz"), "--dataset", "synthetic",
+                     "--synthetic-size", "32", "--synthetic-count", "2", "--json", str(path), "--quiet",
+                     *options]) == 0
+        scores[name] = (json.loads(path.read_text()), capsys.readouterr())
+    plain, tta, rescaled = (scores[k][0] for k in ("plain", "tta", "rescaled"))
+    assert plain["tta"] is False and tta["tta"] is True
+    assert set(plain["scales"].values()) == {1.0}
+    assert "test-time augmentation" in scores["tta"][1].out
+    assert plain["fov"]["mean"]["auc"] != tta["fov"]["mean"]["auc"]
+    assert all(0.6 < scale < 0.8 for scale in rescaled["scales"].values())
+    assert "2 resized to the trained FOV scale" in scores["rescaled"][1].out
+    assert all(captured.err == "" for _, captured in scores.values())
 
 
 def test_interrupt_then_resume_through_the_cli_equals_a_straight_run(tmp_path, capsys, monkeypatch):
@@ -324,7 +411,7 @@ def test_predict_bad_inputs_write_nothing(tmp_path, capsys, trained):
 def test_error_map_colours_unit():
     pred = np.array([[1, 1, 0, 0]], bool)
     label = np.array([[1, 0, 1, 0]], np.uint8)
-    np.testing.assert_array_equal(predict_cli.error_map(pred, label)[0],
+    np.testing.assert_array_equal(error_map(pred, label)[0],
                                   [[255, 255, 255], [255, 0, 0], [0, 0, 255], [0, 0, 0]])
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from numpyseg.cli.predict import add_progress_argument, add_rescale_arguments
+
 HELP = "segment the shipped fundus photograph and write a figure (image, probabilities, overlay)"
 
 DEMO_IMAGE = Path(__file__).resolve().parent.parent / "assets" / "retina.jpg"
@@ -24,6 +26,8 @@ def add_arguments(parser):
     parser.add_argument("--out", default="numpyseg_demo.png", metavar="PNG",
                         help="figure to write (default numpyseg_demo.png)")
     parser.add_argument("--threshold", type=float, default=0.5, help="vessel threshold, between 0 and 1 (default 0.5)")
+    add_rescale_arguments(parser)
+    add_progress_argument(parser)
 
 
 def run(args) -> int:
@@ -32,10 +36,9 @@ def run(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from numpyseg.cli.evaluate import resolve_weights
-    from numpyseg.cli.predict import overlay, predict_image
+    from numpyseg.cli.predict import progress_printer
     from numpyseg.data.io import read_image, write_png
-    from numpyseg.inference import load_model
+    from numpyseg.prediction import load_trained, segment
     from numpyseg.training.logs import atomic_write_bytes
     from numpyseg.validate import check_threshold
 
@@ -44,15 +47,16 @@ def run(args) -> int:
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must name a .png file, got {out}")
     start = time.monotonic()
-    model, checkpoint = load_model(resolve_weights(args.weights))
+    trained = load_trained(args.weights, args.fov_diameter)
     image = read_image(args.image)
-    prob, _ = predict_image(model, image)
-    mask = prob >= args.threshold
+    result = segment(args.image, trained, threshold=args.threshold, rescale=args.rescale,
+                     progress=progress_printer(args.quiet))
+    prob, mask = result.probability, result.mask
     seconds = time.monotonic() - start
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
     panels = [(image, "fundus photograph", None), (prob, "vessel probability", "gray"),
-              (overlay(image, mask), f"vessels (p >= {args.threshold:g}) over the photograph", None)]
+              (result.overlay, f"vessels (p >= {args.threshold:g}) over the photograph", None)]
     for ax, (picture, title, cmap) in zip(axes, panels):
         ax.imshow(picture, cmap=cmap, vmin=0, vmax=1)
         ax.set_title(title)

@@ -2,9 +2,13 @@
 
 Protocol of the spec: each image is zero-padded (DRIVE to 592 x 592, STARE to
 704 x 704, others to a multiple of 8), predicted whole, and the probability map
-cropped back to the image's size; it is thresholded at --threshold (0.5) and
-scored per image -- Acc, Sen, Spe, F1, IoU, MCC against the label and ROC AUC on
-the probabilities -- over the whole image and inside the FOV mask.  The table
+cropped back to the image's size.  An image whose field of view (the dataset's
+FOV mask) differs by more than 15 % from the one the weights were trained at is
+first resized to that scale and its probabilities resampled back to the label's
+grid (--rescale, see numpyseg.prediction).  --tta averages the 8 flips and
+quarter turns.  The map is thresholded at --threshold (0.5) and scored per
+image -- Acc, Sen, Spe, F1, IoU, MCC against the label and ROC AUC on the
+probabilities -- over the whole image and inside the FOV mask.  The table
 shows the means over images.
 
     numpyseg evaluate --weights runs/drive/best.npz --dataset drive --data-root ../shared/data/DRIVE
@@ -17,6 +21,9 @@ import json
 import math
 import time
 from pathlib import Path
+
+from numpyseg.cli.predict import add_progress_argument, add_rescale_arguments
+from numpyseg.prediction import resolve_weights
 
 HELP = "score a model on a dataset: Acc, Sen, Spe, F1, IoU, MCC, AUC (whole image and inside the FOV)"
 
@@ -46,25 +53,19 @@ def add_arguments(parser):
     parser.add_argument("--per-image", action="store_true", help="also print one row per image")
     parser.add_argument("--json", metavar="FILE", help="write every score (means and per image) as JSON")
     parser.add_argument("--limit", type=int, metavar="N", help="score only the first N images")
-    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass (default 1)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="images per forward pass, for images predicted at their own scale without "
+                             "--tta (default 1)")
+    add_rescale_arguments(parser)
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: average over the 8 flips and quarter turns (8x slower)")
+    add_progress_argument(parser)
     parser.add_argument("--synthetic-count", type=int, default=8,
                         help="--dataset synthetic: number of test images (default 8)")
     parser.add_argument("--synthetic-size", type=int, default=128,
                         help="--dataset synthetic: image side (default 128)")
     parser.add_argument("--seed", type=int, default=0,
                         help="--dataset synthetic: seed (the test split uses its own images)")
-
-
-def resolve_weights(weights) -> Path:
-    """--weights, or the shipped weights file; a one-line error if neither exists."""
-    from numpyseg.inference import SHIPPED_WEIGHTS
-
-    if weights:
-        return Path(weights)
-    if SHIPPED_WEIGHTS.is_file():
-        return SHIPPED_WEIGHTS
-    raise ValueError(f"no --weights given and no shipped weights at {SHIPPED_WEIGHTS}: pass --weights "
-                     f"FILE.npz (e.g. RUN_DIR/best.npz from numpyseg train)")
 
 
 def _load_samples(args):
@@ -144,14 +145,17 @@ def check_arguments(args) -> None:
 
 
 def run(args) -> int:
+    from numpyseg.cli.predict import progress_printer
     from numpyseg.data.io import DataError
-    from numpyseg.inference import dataset_pad_size, load_model, predict_proba
+    from numpyseg.inference import dataset_pad_size
     from numpyseg.metrics.segmentation import evaluate_dataset
+    from numpyseg.prediction import load_trained, predict_samples
     from numpyseg.training.logs import atomic_write_bytes
 
     check_arguments(args)
     weights = resolve_weights(args.weights)
-    model, checkpoint = load_model(weights)
+    trained = load_trained(weights, args.fov_diameter)
+    checkpoint = trained.checkpoint
     samples = _load_samples(args)
     if args.limit is not None:
         samples = samples[:args.limit]
@@ -161,20 +165,28 @@ def run(args) -> int:
     pad = dataset_pad_size(args.dataset, [s.shape for s in samples])
 
     start = time.monotonic()
-    probs = predict_proba(model, [s.image for s in samples], pad_size=pad, batch_size=args.batch_size)
+    probs, predictions = predict_samples(trained, samples, pad_size=pad, rescale=args.rescale, tta=args.tta,
+                                         batch_size=args.batch_size, progress=progress_printer(args.quiet))
     seconds = time.monotonic() - start
     result = evaluate_dataset(probs, [s.label for s in samples], [s.fov for s in samples],
                               threshold=args.threshold, names=[s.name for s in samples])
 
     split = args.split or "test"
     pad_text = f"padded to {pad[0]}x{pad[1]}" if pad else "padded to multiples of 8"
+    scales = [p.scale for p in predictions]
+    rescaled = sum(scale != 1.0 for scale in scales)
+    scale_text = f", {rescaled} resized to the trained FOV scale" if rescaled else ""
+    tta_text = ", test-time augmentation" if args.tta else ""
     print(f"{checkpoint.config.get('arch', 'model')} ({weights}) on {args.dataset} {split}: {len(samples)} images "
-          f"{pad_text}, threshold {args.threshold:g}, {seconds / max(len(samples), 1):.2f} s/image")
+          f"{pad_text}{scale_text}{tta_text}, threshold {args.threshold:g}, "
+          f"{seconds / max(len(samples), 1):.2f} s/image")
     print(format_table(result, args.per_image))
     if args.json:
         document = {"weights": str(weights), "config": checkpoint.config, "epoch": checkpoint.epoch,
                     "dataset": args.dataset, "split": split, "threshold": args.threshold,
                     "pad_size": list(pad) if pad else None, "images": len(samples),
+                    "rescale": args.rescale, "trained_fov_diameter": trained.fov_diameter, "tta": args.tta,
+                    "scales": dict(zip([s.name for s in samples], scales)),
                     "seconds_per_image": seconds / max(len(samples), 1), **result}
         atomic_write_bytes(args.json, (json.dumps(_json_safe(document), indent=2) + "\n").encode())
         print(f"scores written to {args.json}")

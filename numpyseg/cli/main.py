@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from contextlib import contextmanager
 
 COMMANDS = ["gradcheck", "summary", "train", "evaluate", "predict", "demo", "export", "benchmark"]
 
@@ -66,13 +68,32 @@ def memory_hint(args) -> str:
     return "use smaller images or sizes, or close other programs"
 
 
+@contextmanager
+def _warnings_as_lines(command: str):
+    """Print numpyseg warnings as `numpyseg <command>: warning: ...` on stderr (others as usual)."""
+    from numpyseg.errors import NumpysegWarning
+
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, NumpysegWarning):
+            print(f"numpyseg {command}: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+    with warnings.catch_warnings():   # restores the filters and showwarning on exit
+        warnings.simplefilter("always", NumpysegWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # as typed, for run records
     prefix = f"numpyseg {args.command}: error:"
     try:
-        return int(args.run(args) or 0)
+        with _warnings_as_lines(args.command):
+            return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print(f"numpyseg {args.command}: interrupted", file=sys.stderr)
         return 130

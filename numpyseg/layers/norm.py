@@ -33,6 +33,7 @@ from numpyseg.kernels.groupnorm import (
     groupnorm_silu_backward_fast,
     groupnorm_silu_forward_fast,
 )
+from numpyseg.layers.activations import silu_forward
 from numpyseg.layers.module import Module, Parameter, check_input, grad_enabled
 
 
@@ -61,6 +62,32 @@ def groupnorm_backward(dout: np.ndarray, cache):
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
 
 
+def groupnorm_with_statistics(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
+                              rstd: np.ndarray, num_groups: int) -> np.ndarray:
+    """GroupNorm with given statistics: y = gamma * (x - mu[g]) * rstd[g] + beta (inference only).
+
+    Tiled inference (numpyseg.inference) normalises every tile with the statistics
+    of the whole image, so that a tile is normalised exactly as it would be inside
+    the whole image.  With the statistics fixed GroupNorm is a per-channel affine map,
+    y = a * x + b with a = gamma * rstd[g(c)] and b = beta - a * mu[g(c)].
+
+    Args:
+        x: (N, H, W, C) float.  gamma, beta: (C,).
+        mean, rstd: (G,) or (N, G): the group means and 1 / sqrt(var + eps).
+        num_groups: G; channel c belongs to group c // (C / G).
+    Returns:
+        (N, H, W, C) in x.dtype.
+    """
+    per_group = x.shape[-1] // num_groups
+    mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (x.shape[0], num_groups))
+    rstd = np.broadcast_to(np.asarray(rstd, dtype=np.float64), (x.shape[0], num_groups))
+    a = np.repeat(rstd, per_group, axis=1) * np.asarray(gamma, dtype=np.float64)      # (N, C)
+    b = np.asarray(beta, dtype=np.float64) - a * np.repeat(mean, per_group, axis=1)   # (N, C)
+    out = x * a[:, None, None, :].astype(x.dtype)
+    out += b[:, None, None, :].astype(x.dtype)
+    return out
+
+
 class GroupNorm(Module):
     """Group normalisation (Wu & He 2018) with a per-channel affine map.
 
@@ -77,6 +104,10 @@ class GroupNorm(Module):
 
     Parameters: weight = gamma (C,), ones; bias = beta (C,), zeros.
     Shapes: (N, H, W, C) -> (N, H, W, C).  Same in train and eval mode.
+
+    Tiled inference: while `whole_image` is set (numpyseg.inference does so), the
+    forward pass hands x to `whole_image.normalise(self, x)`, which normalises it with
+    the statistics of the whole image (`normalise_with`) instead of x's own.
     """
 
     def __init__(self, num_channels: int, num_groups: int = 8, eps: float = 1e-3):
@@ -87,9 +118,16 @@ class GroupNorm(Module):
         self.num_channels, self.num_groups, self.eps = num_channels, num_groups, eps
         self.weight = Parameter(np.ones(num_channels, dtype=np.float32))
         self.bias = Parameter(np.zeros(num_channels, dtype=np.float32))
+        self.whole_image = None  # the whole image's statistics during tiled inference
+
+    def normalise_with(self, x, mean, rstd):
+        """This layer's output for x normalised with given group statistics (G,) (inference)."""
+        return groupnorm_with_statistics(x, self.weight.data, self.bias.data, mean, rstd, self.num_groups)
 
     def forward(self, x):
         check_input("GroupNorm", x, self.num_channels)
+        if self.whole_image is not None:
+            return self.whole_image.normalise(self, x)
         out, cache = groupnorm_forward(x, self.weight.data, self.bias.data, self.num_groups, self.eps)
         self._keep(cache)
         return out
@@ -138,8 +176,14 @@ class GroupNormSiLU(GroupNorm):
     Shapes: (N, H, W, C) -> (N, H, W, C).
     """
 
+    def normalise_with(self, x, mean, rstd):
+        """silu of GroupNorm with given group statistics (G,) (tiled inference)."""
+        return silu_forward(super().normalise_with(x, mean, rstd))[0]
+
     def forward(self, x):
         check_input("GroupNormSiLU", x, self.num_channels)
+        if self.whole_image is not None:
+            return self.whole_image.normalise(self, x)
         out, cache = groupnorm_silu_forward(x, self.weight.data, self.bias.data, self.num_groups, self.eps)
         self._keep(cache)
         return out

@@ -184,6 +184,38 @@ class UNet3(Module):
         d = self.enc2.backward(self.pool2.backward(d) + d_e2)
         return self.enc1.backward(self.pool1.backward(d) + d_e1)
 
+    # ------------------------------------------------------ receptive field
+    def receptive_radius(self) -> int:
+        """How far (input pixels) an output logit can see: the halo tiled inference needs.
+
+        Once the normalisation statistics are fixed (BatchNorm in eval mode, GroupNorm
+        with the whole image's statistics), every layer is local, and logit (i, j)
+        depends only on input pixels within this Chebyshev distance of (i, j).  Walking
+        the forward pass with r the radius so far and s the current down-sampling factor:
+
+            k x k convolution at scale s      r += (k // 2) * s
+            2 x 2 max-pool                    r += s, then s *= 2
+            3 x 3 stride-2 transposed conv    r += s (one coarse pixel each side), then s /= 2
+            spatial / cross-scale attention   r += (7 // 2) * s   (its 7 x 7 gate convolution)
+
+        For the three-level U-Nets this gives 110 with CSA on the skips (SA-UNetv2)
+        and 89 without (SA-UNet).  Returns an int (pixels).
+        """
+        r, s = 0, 1
+        block = 2 * (3 // 2)          # a DoubleBlock: two 3 x 3 convolutions
+        gate = self.attention.conv.kernel_size // 2
+        for _ in range(3):            # enc1..enc3, each followed by its pool
+            r += block * s + s
+            s *= 2
+        r += (3 // 2) * s + gate * s + (3 // 2) * s   # bottleneck1, attention, bottleneck2
+        for csa in (self.csa3, self.csa2, self.csa1):
+            r += s                    # the transposed convolution up to the finer scale
+            s //= 2
+            if csa is not None:
+                r += (csa.conv.kernel_size // 2) * s
+            r += block * s            # the decoder's DoubleBlock
+        return r
+
     # ---------------------------------------------------------------- summary
     def summary(self, input_size=(592, 592), batch=None) -> str:
         """A Keras-style table: layer, output shape, parameters, and the total."""

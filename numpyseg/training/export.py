@@ -190,7 +190,7 @@ def export_run(run_dir, out, which: str = "best") -> dict:
     summary = training_summary(run_dir, which)
     model, checkpoint = load_model(Path(run_dir) / f"{which}.npz")
     save_checkpoint(out, model, None, config=checkpoint.config, epoch=checkpoint.epoch,
-                    extra={"training": summary})
+                    extra={"training": summary}, fov_diameter=checkpoint.fov_diameter)
     record_out, curves_out = companions(out)
     curves = Path(run_dir) / "curves.png"
     if curves.exists():

@@ -62,6 +62,7 @@ from numpyseg.metrics.segmentation import segmentation_metrics
 from numpyseg.models.unet import build_model
 from numpyseg.optim.adam import Adam
 from numpyseg.optim.schedulers import EarlyStopping, ReduceLROnPlateau
+from numpyseg.prediction import training_fov_diameter
 from numpyseg.training import batches as batching
 from numpyseg.training import logs
 from numpyseg.training.config import MONITORS, TrainConfig
@@ -365,6 +366,7 @@ class Trainer:
         if not self.train_samples:
             raise DataError("no training images")
         self.batch_hw = batch_size_hw(config, self.train_samples)
+        self.fov_diameter = training_fov_diameter(self.train_samples)  # the scale prediction rescales to
         self.val_pad = dataset_pad_size(config.dataset, [s.shape for s in self.val_samples])
         self.monitor = config.monitor or ("val_f1" if self.val_samples else "train_loss")
         if self.monitor.startswith("val_") and not self.val_samples:
@@ -458,7 +460,7 @@ class Trainer:
                                    f"holds non-finite state); resume from the last good checkpoint with a lower --lr")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         return save_checkpoint(self.run_dir / name, self.model, self.optimizer, config=self.model_config,
-                               epoch=self.epoch, extra=self._extra())
+                               epoch=self.epoch, extra=self._extra(), fov_diameter=self.fov_diameter)
 
     def _resume(self) -> None:
         path = self.run_dir / LAST
