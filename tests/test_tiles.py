@@ -78,7 +78,7 @@ def test_entry_points_pass_the_tables_shape(variant):
     # each variant's entry points write its TileShape as constants; the table and the code must agree
     shape = tiles.TILE_SHAPES[variant]
     forward = f"{shape.pixels}, {shape.lanes}, {shape.width})"
-    transposed = f"{shape.transpose_pixels}, {shape.lanes}, {shape.lanes})"
+    transposed = f"{shape.transpose_pixels}, {shape.lanes})"
     wgrad = f"{shape.wgrad_channels}, {shape.wgrad_width})"
     for kernels, expected in ((conv_direct.CONV_FORWARD, forward), (conv_direct.CONV_WEIGHT_GRAD, wgrad),
                               (transpose.TRANSPOSE_FORWARD, transposed), (transpose.TRANSPOSE_INPUT_GRAD, transposed),

@@ -129,7 +129,7 @@ def _forward_pixel(x, wp, bp, out, n, i, j, blk, lanes):
         out[n, i, j, o0 + t] = acc[t]
 
 
-@numba.njit(inline="always")
+@numba.njit(fastmath=_FAST, cache=True)
 def _forward_row_blocks(x, wp, bp, out, n, i, blk, pixels, lanes, width):
     """Output row (n, i), the `width // lanes` channel blocks from `blk`: tiles inside, pixels at the borders.
 

@@ -250,7 +250,7 @@ def _transpose_forward_pixel(x, wp, bp, out, n, r, col, blk, stride, offset, lan
         out[n, r, col, o0 + t] = acc[t]
 
 
-@numba.njit(inline="always")
+@numba.njit(fastmath=_FAST, cache=True)
 def _transpose_forward_phase(x, wp, bp, out, n, r, phase, blk, stride, offset, pixels, lanes, width):
     """Output row r, the columns of one phase (c mod s), the `width // lanes` blocks from `blk`.
 
@@ -290,47 +290,39 @@ def _transpose_forward_phase(x, wp, bp, out, n, r, phase, blk, stride, offset, p
 
 
 @numba.njit(inline="always")
-def conv_transpose_forward_rows(x, wp, bp, stride, offset, out, pixels, lanes, width):
+def conv_transpose_forward_rows(x, wp, bp, stride, offset, out, pixels, lanes):
     """out = conv_transpose(x, w) + b; x (N, H, W, C_in), wp (blocks, k, k, C_in, lanes), out (N, sH, sW, C_out).
 
-    One parallel task per output row; within a row, each column phase
-    separately; lane blocks `width // lanes` at a time while that many full ones remain.
+    One parallel task per output row; within a row, each column phase and
+    each block of `lanes` output channels separately.
     """
     n_img = x.shape[0]
-    ho, c_out = out.shape[1], out.shape[3]
+    ho = out.shape[1]
     n_blocks = wp.shape[0]
     for task in prange(n_img * ho):
         n = task // ho
         r = task % ho
         for phase in range(stride):
-            blk = n_blocks - n_blocks  # an int64, not the literal 0: one compiled version of each tile function
-            while blk < n_blocks:
-                if width > lanes and (blk + 2) * lanes <= c_out:
-                    _transpose_forward_phase(x, wp, bp, out, n, r, phase, blk, stride, offset,
-                                             pixels, lanes, width)
-                    blk += 2
-                else:
-                    _transpose_forward_phase(x, wp, bp, out, n, r, phase, blk, stride, offset,
-                                             pixels, lanes, lanes)
-                    blk += 1
+            for blk in range(n_blocks):
+                _transpose_forward_phase(x, wp, bp, out, n, r, phase, blk, stride, offset, pixels, lanes, lanes)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def conv_transpose_forward_avx512(x, wp, bp, stride, offset, out):
     """conv_transpose_forward_rows with the AVX-512 tile: 8 pixels x 16 lanes."""
-    conv_transpose_forward_rows(x, wp, bp, stride, offset, out, 8, 16, 16)
+    conv_transpose_forward_rows(x, wp, bp, stride, offset, out, 8, 16)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def conv_transpose_forward_avx2(x, wp, bp, stride, offset, out):
     """conv_transpose_forward_rows with the AVX2 tile: 6 pixels x 8 lanes."""
-    conv_transpose_forward_rows(x, wp, bp, stride, offset, out, 6, 8, 8)
+    conv_transpose_forward_rows(x, wp, bp, stride, offset, out, 6, 8)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def conv_transpose_forward_portable(x, wp, bp, stride, offset, out):
     """conv_transpose_forward_rows with the portable tile: 6 pixels x 4 lanes."""
-    conv_transpose_forward_rows(x, wp, bp, stride, offset, out, 6, 4, 4)
+    conv_transpose_forward_rows(x, wp, bp, stride, offset, out, 6, 4)
 
 
 @numba.njit(fastmath=_FAST, cache=True)
@@ -382,7 +374,7 @@ def _transpose_input_grad_pixel(dout, wq, dx, n, i, j, blk, stride, offset, lane
         dx[n, i, j, c0 + t] = acc[t]
 
 
-@numba.njit(inline="always")
+@numba.njit(fastmath=_FAST, cache=True)
 def _transpose_input_grad_row_blocks(dout, wq, dx, n, i, blk, stride, offset, pixels, lanes, width):
     """dx row (n, i), the `width // lanes` channel blocks from `blk`.
 
@@ -414,39 +406,33 @@ def _transpose_input_grad_row_blocks(dout, wq, dx, n, i, blk, stride, offset, pi
 
 
 @numba.njit(inline="always")
-def conv_transpose_input_grad_rows(dout, wq, stride, offset, dx, pixels, lanes, width):
+def conv_transpose_input_grad_rows(dout, wq, stride, offset, dx, pixels, lanes):
     """dx of the transposed convolution: a stride-s convolution of dout (one task per input row)."""
-    n_img, h, c_in = dx.shape[0], dx.shape[1], dx.shape[3]
+    n_img, h = dx.shape[0], dx.shape[1]
     n_blocks = wq.shape[0]
     for task in prange(n_img * h):
         n = task // h
         i = task % h
-        blk = n_blocks - n_blocks  # an int64, not the literal 0: one compiled version of each tile function
-        while blk < n_blocks:
-            if width > lanes and (blk + 2) * lanes <= c_in:
-                _transpose_input_grad_row_blocks(dout, wq, dx, n, i, blk, stride, offset, pixels, lanes, width)
-                blk += 2
-            else:
-                _transpose_input_grad_row_blocks(dout, wq, dx, n, i, blk, stride, offset, pixels, lanes, lanes)
-                blk += 1
+        for blk in range(n_blocks):
+            _transpose_input_grad_row_blocks(dout, wq, dx, n, i, blk, stride, offset, pixels, lanes, lanes)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def conv_transpose_input_grad_avx512(dout, wq, stride, offset, dx):
     """conv_transpose_input_grad_rows with the AVX-512 tile (tiles.TILE_SHAPES)."""
-    conv_transpose_input_grad_rows(dout, wq, stride, offset, dx, 8, 16, 16)
+    conv_transpose_input_grad_rows(dout, wq, stride, offset, dx, 8, 16)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def conv_transpose_input_grad_avx2(dout, wq, stride, offset, dx):
     """conv_transpose_input_grad_rows with the AVX2 tile (tiles.TILE_SHAPES)."""
-    conv_transpose_input_grad_rows(dout, wq, stride, offset, dx, 6, 8, 8)
+    conv_transpose_input_grad_rows(dout, wq, stride, offset, dx, 6, 8)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def conv_transpose_input_grad_portable(dout, wq, stride, offset, dx):
     """conv_transpose_input_grad_rows with the portable tile (tiles.TILE_SHAPES)."""
-    conv_transpose_input_grad_rows(dout, wq, stride, offset, dx, 6, 4, 4)
+    conv_transpose_input_grad_rows(dout, wq, stride, offset, dx, 6, 4)
 
 
 @numba.njit(inline="always")
