@@ -218,7 +218,7 @@ def test_evaluate_json_replaces_only_its_own_score_file(tmp_path, capsys):
     model = build_model({"arch": "sa_unetv2", "base_channels": 8, "block_size": 3})
     weights = save_checkpoint(tmp_path / "w.npz", model, config=model.config, epoch=0)
     options = ["evaluate", "--weights", str(weights), "--dataset", "synthetic", "--synthetic-count", "1",
-               "--synthetic-size", "32", "--json"]
+               "--synthetic-size", "32", "--rescale", "off", "--json"]
     mine = tmp_path / "mine.json"
     mine.write_text('{"a": 1}')
     assert main(options + [str(mine)]) == 2
