@@ -58,7 +58,7 @@ print(json.dumps(asm))
 
 
 def basic_blocks(asm: str) -> list[list[str]]:
-    """The instructions of each basic block (between labels), directives dropped."""
+    """The instructions of each basic block (ended by a label or a jump), directives dropped."""
     blocks, current = [], []
     for line in asm.splitlines():
         if re.match(r"^\.?L\w+:", line) or re.match(r"^\w[\w.$]*:", line):
@@ -69,6 +69,9 @@ def basic_blocks(asm: str) -> list[list[str]]:
         text = line.split("#")[0].strip()
         if text and not text.startswith("."):
             current.append(text)
+            if text.startswith("j"):  # a jump ends the block
+                blocks.append(current)
+                current = []
     if current:
         blocks.append(current)
     return blocks
