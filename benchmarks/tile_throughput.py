@@ -36,7 +36,7 @@ TARGETS = {
                         "-avx512bw,-avx512dq,-avx512vl,-avx512cd"),
     "avx512": ("skylake-avx512", "+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+cx8,+f16c,+fma,+fxsr,+lzcnt,+mmx,"
                                  "+movbe,+pclmul,+popcnt,+sahf,+sse,+sse2,+sse3,+sse4.1,+sse4.2,+ssse3,+xsave,"
-                                 "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd"),
+                                 "+avx512f,+avx512bw,+avx512dq,+avx512vl,+avx512cd,+evex512,-prefer-256-bit"),
 }
 
 _CHILD = r"""
