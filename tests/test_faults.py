@@ -338,7 +338,7 @@ def test_checkpoint_with_an_impossible_width_is_a_checkpoint_error(width, tmp_pa
 
 @pytest.mark.parametrize("argv, hint", [
     (["train", "--epochs", "1"], "lower --batch-size or train on patches with a smaller --patch-size"),
-    (["evaluate", "--dataset", "synthetic", "--synthetic-count", "1", "--synthetic-size", "32"],
+    (["evaluate", "--dataset", "synthetic", "--synthetic-count", "1", "--synthetic-size", "32", "--rescale", "off", "--quiet"],
      "lower --batch-size, or predict large images in tiles"),
 ])
 def test_out_of_memory_says_what_to_make_smaller(argv, hint, tmp_path, capsys, monkeypatch):
@@ -359,17 +359,16 @@ def test_out_of_memory_says_what_to_make_smaller(argv, hint, tmp_path, capsys, m
 def test_out_of_memory_points_predict_to_tiles(tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    from numpyseg.cli import predict as predict_cli
-
     def no_memory(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(predict_cli, "predict_image", no_memory)
+    monkeypatch.setattr("numpyseg.inference.predict_proba", no_memory)
     image = tmp_path / "big.png"
-    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
     model = build_model({"arch": "sa_unetv2", "base_channels": 8, "block_size": 3})
     weights = save_checkpoint(tmp_path / "w.npz", model, config=model.config, epoch=0)
-    assert main(["predict", str(image), "--weights", str(weights), "--out", str(tmp_path / "out")]) == 2
+    assert main(["predict", str(image), "--weights", str(weights), "--out", str(tmp_path / "out"),
+                 "--rescale", "off", "--quiet"]) == 2
     assert "out of memory: predict large images in tiles with --tile PX" in error_line(capsys, "predict")
 
 
