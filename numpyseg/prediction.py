@@ -27,6 +27,12 @@ The pipeline, for an image of any size:
    quarter turns (`tta=True`); the probability map is resized back (bilinear)
    to the input's size, so every output has the input's size.
 4. Mask (probability >= threshold) and overlay.
+5. With explain=True, the gate maps s of the bottleneck spatial attention and of
+   the three cross-scale attentions (`Explanation`).  They are maps of the
+   network's input: the image at the trained scale (step 2), zero-padded at the
+   bottom and right to a multiple of 8, at 1/8, 1/4, 1/2 and 1/1 of its size.
+   They come from one whole-image forward pass, so explain is refused with
+   tiling or TTA.  `explanation_figure` draws them; `write_outputs` saves them.
 
 Refused (`DataError`, one line): images smaller than `MIN_SIDE` pixels on a side.
 Warned about (`NumpysegWarning`): an image with no field of view (all dark), whose
@@ -46,6 +52,7 @@ from typing import Callable
 
 import numpy as np
 
+from numpyseg.data.padding import pad_to_multiple
 from numpyseg.errors import ConfigError, DataError, NumpysegWarning
 
 #: DRIVE's FOV diameter in pixels: the median over its 40 shipped FOV masks
@@ -307,10 +314,9 @@ def probability_map(trained: TrainedModel, image: np.ndarray, fov: np.ndarray, *
     height, width = image.shape[:2]
     pixels = image
     if scale != 1.0:
-        size = (max(8, round(height * scale)), max(8, round(width * scale)))
+        pixels = at_scale(image, scale)
         _say(progress, f"{name}: field of view {measured:.0f} px, trained at {trained.fov_diameter:.0f} px: "
-                       f"predicting at x{scale:.3f} ({size[1]}x{size[0]})")
-        pixels = np.clip(resize_map(image, size, "bicubic"), 0.0, 1.0)
+                       f"predicting at x{scale:.3f} ({pixels.shape[1]}x{pixels.shape[0]})")
         pad_size = None
     else:
         _say(progress, f"{name}: predicting at {width}x{height}")
@@ -319,6 +325,19 @@ def probability_map(trained: TrainedModel, image: np.ndarray, fov: np.ndarray, *
         prob = np.clip(resize_map(prob, (height, width), "bilinear"), 0.0, 1.0)
     info = Prediction(scale, measured, trained.fov_diameter, trained.fov_assumed, notes)
     return np.asarray(prob, dtype=np.float32), info
+
+
+def at_scale(image: np.ndarray, scale: float) -> np.ndarray:
+    """The image (H, W, 3) float32 resized by `scale` (bicubic, clipped to [0, 1]), as the network sees it.
+
+    The size is (round(H scale), round(W scale)), at least 8 pixels a side; scale 1.0
+    returns the image itself.
+    """
+    if scale == 1.0:
+        return image
+    height, width = image.shape[:2]
+    size = (max(8, round(height * scale)), max(8, round(width * scale)))
+    return np.clip(resize_map(image, size, "bicubic"), 0.0, 1.0)
 
 
 def _plan(trained: TrainedModel, fov: np.ndarray, name: str, rescale: str):
@@ -338,6 +357,27 @@ def _say(progress: Progress | None, message: str) -> None:
 
 
 @dataclass
+class Explanation:
+    """The attention gates of one forward pass (step 5 of the module doc).
+
+    Attributes:
+        image: float32 (H', W', 3) in [0, 1], the network's input: the photograph at
+            the trained scale (x `scale`), zero-padded at the bottom and right to
+            multiples of 8.
+        maps: {layer name: float32 (H'/f, W'/f) gate s in (0, 1)}, coarsest first:
+            'attention' (the bottleneck's spatial attention, f = 8), then the
+            cross-scale attentions 'csa3' (f = 4), 'csa2' (f = 2), 'csa1' (f = 1)
+            (SA-UNet has only 'attention').  s = sigmoid(conv7x7(a)), see
+            numpyseg.layers.attention.
+        scale: the factor the photograph was resized by (1.0: not).
+    """
+
+    image: np.ndarray
+    maps: dict
+    scale: float
+
+
+@dataclass
 class Segmentation:
     """The result of `segment` for one image; every map has the input's size (H, W).
 
@@ -354,6 +394,7 @@ class Segmentation:
         tta: whether test-time augmentation was used.
         tile: the tile side used (None: whole image).
         warnings: the warnings issued for this image (one line each).
+        explanation: the attention gate maps (an Explanation) with explain=True, else None.
     """
 
     probability: np.ndarray
@@ -368,11 +409,12 @@ class Segmentation:
     tta: bool = False
     tile: int | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    explanation: Explanation | None = None
 
 
 def segment(image, weights=None, *, threshold: float = 0.5, tile: int | None = None, rescale: str = "auto",
             tta: bool = False, progress: Progress | None = None,
-            fov_diameter: float | None = None) -> Segmentation:
+            fov_diameter: float | None = None, explain: bool = False) -> Segmentation:
     """Segment the vessels of one fundus image (see the module docstring for the steps).
 
     Args:
@@ -386,6 +428,7 @@ def segment(image, weights=None, *, threshold: float = 0.5, tile: int | None = N
         tta: average the prediction over the 8 flips and quarter turns (8 x the work).
         progress: None or a callable receiving one-line progress messages.
         fov_diameter: overrides the weights' training FOV diameter (pixels).
+        explain: also record the attention gate maps (Segmentation.explanation).
 
     Returns:
         A Segmentation (probability, mask, fov, overlay and what was assumed).
@@ -394,7 +437,8 @@ def segment(image, weights=None, *, threshold: float = 0.5, tile: int | None = N
         DataError: unreadable image, bad array, image smaller than MIN_SIDE, FOV too small.
         CheckpointError: the weights cannot be loaded.
         ConfigError: threshold outside [0, 1], tile not a positive multiple of 8,
-            unknown rescale mode.
+            unknown rescale mode, explain with tile or tta or with a model that has no
+            attention layers.
 
     Example:
         >>> result = segment("photo.jpg", tta=True)
@@ -406,17 +450,36 @@ def segment(image, weights=None, *, threshold: float = 0.5, tile: int | None = N
     if rescale not in RESCALE_MODES:
         raise ConfigError(f"rescale must be one of {', '.join(RESCALE_MODES)}, got {rescale!r}")
     trained = load_trained(weights, fov_diameter)
+    if explain:
+        check_explainable(trained.model, tile, tta)
     pixels, name = as_image(image)
     _say(progress, f"{name}: {pixels.shape[1]}x{pixels.shape[0]}, finding the field of view")
     fov = derive_fov(pixels).astype(bool)
-    prob, info = probability_map(trained, pixels, fov, name=name, rescale=rescale, tta=tta, tile=tile,
-                                 progress=progress)
+    explanation = None
+    if explain:
+        with trained.model.recording_gates():
+            prob, info = probability_map(trained, pixels, fov, name=name, rescale=rescale, progress=progress)
+            gates = trained.model.gate_maps()
+        maps = {layer: np.asarray(s[0], dtype=np.float32) for layer, s in gates.items()}
+        explanation = Explanation(pad_to_multiple(at_scale(pixels, info.scale), 8), maps, info.scale)
+    else:
+        prob, info = probability_map(trained, pixels, fov, name=name, rescale=rescale, tta=tta, tile=tile,
+                                     progress=progress)
     mask = prob >= threshold
     return Segmentation(probability=prob, mask=mask, fov=fov, overlay=overlay(pixels, mask),
                         threshold=float(threshold), scale=info.scale, fov_diameter=info.fov_diameter,
                         trained_fov_diameter=info.trained_fov_diameter,
                         trained_fov_assumed=info.trained_fov_assumed, tta=bool(tta), tile=tile,
-                        warnings=info.warnings)
+                        warnings=info.warnings, explanation=explanation)
+
+
+def check_explainable(model, tile, tta) -> None:
+    """Raise ConfigError when the gate maps of one whole-image forward pass cannot be recorded."""
+    if tile is not None or tta:
+        raise ConfigError("explain shows the attention of one whole-image forward pass: it cannot be combined "
+                          "with tiling or test-time augmentation (drop --tile and --tta)")
+    if not hasattr(model, "recording_gates"):
+        raise ConfigError(f"explain needs a numpyseg U-Net with attention layers, got {type(model).__name__}")
 
 
 def predict_samples(trained: TrainedModel, samples, *, pad_size=None, rescale: str = "auto", tta: bool = False,
@@ -496,12 +559,15 @@ OUTPUT_SUFFIXES = {
     "mask": "_mask.png",      # 255 where p >= threshold, else 0
     "overlay": "_overlay.png",
     "errors": "_errors.png",  # with a label: TP white, FP red, FN blue, TN black
+    "explain": "_explain.png",      # with explain: the figure of the attention gate maps
+    "explain_npz": "_explain.npz",  # with explain: the gate maps, float32, one array per layer
 }
 
 
-def output_paths(out, stem: str, labelled: bool = False) -> dict[str, Path]:
+def output_paths(out, stem: str, labelled: bool = False, explained: bool = False) -> dict[str, Path]:
     """{kind: path} of the files `write_outputs` writes for image STEM into folder `out`."""
-    kinds = [k for k in OUTPUT_SUFFIXES if labelled or k != "errors"]
+    optional = {"errors": labelled, "explain": explained, "explain_npz": explained}
+    kinds = [k for k in OUTPUT_SUFFIXES if optional.get(k, True)]
     return {kind: Path(out) / f"{stem}{OUTPUT_SUFFIXES[kind]}" for kind in kinds}
 
 
@@ -519,6 +585,8 @@ def write_outputs(result: Segmentation, out, stem: str, label: np.ndarray | None
                   overwrite: bool = False) -> dict[str, Path]:
     """Write an image's maps (see OUTPUT_SUFFIXES) into folder `out`, all or nothing.
 
+    With an explanation (segment(..., explain=True)) also the figure of its gate
+    maps (`explanation_figure`) and the maps themselves (.npz, keys the layer names).
     Every file is first written to a temporary file, then all are renamed
     (`numpyseg.atomic.atomic_write_all`): a full disk leaves no partial set.
 
@@ -527,13 +595,18 @@ def write_outputs(result: Segmentation, out, stem: str, label: np.ndarray | None
     """
     from numpyseg.atomic import atomic_write_all
 
-    paths = output_paths(out, stem, label is not None)
+    explanation = result.explanation
+    paths = output_paths(out, stem, label is not None, explanation is not None)
     check_outputs_free(paths.values(), overwrite)
     pictures = {"prob": result.probability, "mask": result.mask, "overlay": result.overlay}
     if label is not None:
         pictures["errors"] = error_map(result.mask, label)
     writers = {paths[kind]: _png_writer(picture) for kind, picture in pictures.items()}
     writers[paths["prob_npy"]] = lambda f: np.save(f, np.asarray(result.probability, dtype=np.float32))
+    if explanation is not None:
+        figure = explanation_figure(explanation)
+        writers[paths["explain"]] = lambda f: figure.savefig(f, format="png")
+        writers[paths["explain_npz"]] = lambda f: np.savez(f, **explanation.maps)
     atomic_write_all(writers)
     return paths
 
@@ -546,3 +619,45 @@ def _png_writer(array: np.ndarray):
 
     image = Image.fromarray(np.ascontiguousarray(to_uint8(array)))
     return lambda f: image.save(f, format="PNG")
+
+
+#: Titles of the panels of `explanation_figure`, by layer name.
+GATE_TITLES = {"attention": "bottleneck spatial attention", "csa3": "cross-scale attention 3",
+               "csa2": "cross-scale attention 2", "csa1": "cross-scale attention 1"}
+
+
+def explanation_figure(explanation: Explanation, columns: int = 2):
+    """A matplotlib Figure of the gate maps over the network's input, one panel each with a colour bar.
+
+    Each map is drawn at its own resolution (nearest neighbour, colours 0 to 1)
+    over the photograph in gray, both spanning the same extent, so a map's pixel
+    covers the f x f photograph pixels it summarises.  Drawn on matplotlib's Agg
+    canvas (no pyplot, no display); save with `figure.savefig(path)`.
+
+    Args:
+        explanation: from segment(..., explain=True).
+        columns: panels per row.
+    Returns:
+        matplotlib.figure.Figure.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    maps = explanation.maps
+    rows = -(-len(maps) // columns)
+    figure = Figure(figsize=(4.6 * columns, 4.2 * rows), layout="constrained")
+    FigureCanvasAgg(figure)
+    height, width = explanation.image.shape[:2]
+    gray = explanation.image.mean(axis=2)
+    extent = (0, width, height, 0)
+    scale = "" if explanation.scale == 1.0 else f", photograph x{explanation.scale:.3f}"
+    figure.suptitle(f"attention gates s over the network input ({width}x{height}{scale})")
+    for i, (name, gate) in enumerate(maps.items()):
+        axes = figure.add_subplot(rows, columns, i + 1)
+        axes.imshow(gray, cmap="gray", extent=extent, vmin=0.0, vmax=1.0)
+        shown = axes.imshow(gate, cmap="magma", alpha=0.7, extent=extent, vmin=0.0, vmax=1.0,
+                            interpolation="nearest")
+        axes.set_title(f"{GATE_TITLES.get(name, name)} '{name}' ({gate.shape[1]}x{gate.shape[0]})", fontsize=9)
+        axes.set_axis_off()
+        figure.colorbar(shown, ax=axes, shrink=0.8, label="gate s")
+    return figure

@@ -40,7 +40,10 @@ def trained(tmp_path_factory):
 
 
 def one_line_error(capsys, command):
-    err = capsys.readouterr().err.strip()
+    lines = capsys.readouterr().err.rstrip().splitlines()
+    while lines and lines[0].startswith("  "):      # progress lines (indented) printed before the error
+        lines.pop(0)
+    err = "\n".join(lines).strip()
     assert "\n" not in err, err
     assert err.startswith(f"numpyseg {command}: error: "), err
     return err

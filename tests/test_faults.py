@@ -60,8 +60,11 @@ def copy_run(source, target):
 
 
 def error_line(capsys, command):
-    """The one stderr line of a failed command, checked for its form."""
-    err = capsys.readouterr().err.strip()
+    """The one stderr line of a failed command (after any indented progress lines), checked for its form."""
+    lines = capsys.readouterr().err.rstrip().splitlines()
+    while lines and lines[0].startswith("  "):
+        lines.pop(0)
+    err = "\n".join(lines).strip()
     assert "Traceback" not in err and "\n" not in err, err
     assert err.startswith(f"numpyseg {command}: error: "), err
     return err

@@ -14,11 +14,17 @@ one image or none of them (`numpyseg.prediction.write_outputs`):
                         red   = false positive  (vessel predicted, none in the label)
                         blue  = false negative  (vessel in the label, missed)
                         black = true negative
+    <stem>_explain.png  with --explain: the attention gate maps over the photograph
+    <stem>_explain.npz  with --explain: the gate maps, float32, keys 'attention'
+                        (bottleneck, 1/8 size), 'csa3' (1/4), 'csa2' (1/2), 'csa1' (1/1)
 
 An existing output file is not replaced unless --overwrite is given.  By default
 an image whose field of view is more than 15 % larger or smaller than the one
 the weights were trained at is resized to that scale first (--rescale off to
-turn it off).  Progress goes to stderr (--quiet silences it).
+turn it off).  The --explain maps are those of the network's input: the image at
+that scale, zero-padded at the bottom and right to a multiple of 8 (see
+`numpyseg.prediction.Explanation`); they cannot be combined with --tile or --tta.
+Progress goes to stderr (--quiet silences it).
 
     numpyseg predict photo.jpg --weights runs/drive/best.npz --out predictions
     numpyseg predict 01_test.tif --label 01_manual1.gif --out out --tta
@@ -78,11 +84,14 @@ def add_arguments(parser):
                              "the same as whole-image prediction (default: whole image)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average over the 8 flips and quarter turns (8x slower)")
+    parser.add_argument("--explain", action="store_true",
+                        help="also write the attention gate maps: a figure <stem>_explain.png and the arrays "
+                             "<stem>_explain.npz (not with --tile or --tta)")
     parser.add_argument("--overwrite", action="store_true", help="replace output files that exist already")
     add_progress_argument(parser)
 
 
-def _check_inputs(paths, labels, out, overwrite):
+def _check_inputs(paths, labels, out, overwrite, explain=False):
     """Read every input and check every output name before writing anything."""
     from numpyseg.data.io import DataError, image_stem, read_label
     from numpyseg.prediction import as_image, check_outputs_free, output_paths
@@ -93,7 +102,7 @@ def _check_inputs(paths, labels, out, overwrite):
         if stem in stems:
             raise DataError(f"{stems[stem]} and {path} would write the same outputs {stem}_*: rename one")
         stems[stem] = path
-        check_outputs_free(output_paths(out, stem, bool(labels)).values(), overwrite)
+        check_outputs_free(output_paths(out, stem, bool(labels), explain).values(), overwrite)
     for i, path in enumerate(paths):
         image, _ = as_image(path)
         if labels:
@@ -107,7 +116,7 @@ def run(args) -> int:
     from numpyseg.data.io import image_stem, read_label
     from numpyseg.errors import ConfigError
     from numpyseg.metrics.segmentation import segmentation_metrics
-    from numpyseg.prediction import load_trained, segment, write_outputs
+    from numpyseg.prediction import check_explainable, load_trained, segment, write_outputs
 
     if not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must lie in [0, 1], got {args.threshold}")
@@ -120,7 +129,9 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
     trained = load_trained(args.weights, args.fov_diameter)
-    _check_inputs(args.images, args.label, out, args.overwrite)
+    if args.explain:
+        check_explainable(trained.model, args.tile, args.tta)
+    _check_inputs(args.images, args.label, out, args.overwrite, args.explain)
     progress = progress_printer(args.quiet)
 
     for i, path in enumerate(args.images):
@@ -128,7 +139,7 @@ def run(args) -> int:
         if progress is not None and len(args.images) > 1:
             progress(f"image {i + 1}/{len(args.images)}: {path}")
         result = segment(path, trained, threshold=args.threshold, tile=args.tile, rescale=args.rescale,
-                         tta=args.tta, progress=progress)
+                         tta=args.tta, progress=progress, explain=args.explain)
         label = read_label(args.label[i]) if args.label else None
         stem = image_stem(path)
         written = write_outputs(result, out, stem, label, overwrite=args.overwrite)

@@ -8,7 +8,9 @@ Examples:
     numpyseg train --out runs/drive --resume         # continue after Ctrl-C / a time limit
 
 The run folder gets last.npz (every epoch, and on Ctrl-C), best.npz (best epoch by
---monitor), history.csv, history.json and curves.png.
+--monitor), history.csv, history.json and curves.png.  The start-up steps (reading
+the dataset, the validation split, the first step) are announced on stderr;
+--quiet silences them.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ def add_arguments(parser):
                           "data paths may change)")
     run.add_argument("--overwrite", action="store_true",
                      help="start a new run even if RUN_DIR already holds one")
+    run.add_argument("--quiet", action="store_true",
+                     help="print no start-up progress messages on stderr (reading the data, the first step)")
     run.add_argument("--epochs", type=int, default=_S, help=f"number of epochs (default {default('epochs')})")
     run.add_argument("--time-limit", type=float, default=_S, metavar="MINUTES",
                      help="stop cleanly after the epoch during which this much wall time (this session) "
@@ -128,11 +132,12 @@ def add_arguments(parser):
                             "is no validation split)")
 
 
-_NOT_CONFIG = {"command", "run", "out", "resume", "overwrite", "argv"}
+_NOT_CONFIG = {"command", "run", "out", "resume", "overwrite", "argv", "quiet"}
 
 
 def run(args) -> int:
     from numpyseg.checkpoint import CheckpointError, load_checkpoint
+    from numpyseg.cli.predict import progress_printer
     from numpyseg.training.config import TrainConfig, merge_for_resume
     from numpyseg.training.trainer import LAST, STATE_FORMAT, Trainer, check_run_folder
 
@@ -156,7 +161,7 @@ def run(args) -> int:
     import shlex
 
     command = "numpyseg " + shlex.join(args.argv) if getattr(args, "argv", None) else None
-    trainer = Trainer(config, out, resume=args.resume, command=command)
+    trainer = Trainer(config, out, resume=args.resume, command=command, progress=progress_printer(args.quiet))
     print(trainer.describe(), flush=True)
     if args.resume:
         print(f"resuming {last} at {trainer.position()}", flush=True)

@@ -35,6 +35,10 @@ CrossScaleSpatialAttention, enc (N, H, W, C_e) and dec (N, H, W, C_d):
 
 The 98 weights (k = 7) sit in a Conv2d child, so the parameter is named `conv.weight`.
 
+Looking at the gate.  With `layer.record_gate = True` each forward pass leaves its gate
+s in `layer.gate`, float32 (N, H, W) in (0, 1) (the maps `numpyseg predict --explain`
+draws); False (the default) stores nothing and costs nothing.
+
 Two implementations sit side by side:
 
 - `spatial_attention_forward_reference` / `..._backward_reference` (and the CSA ones):
@@ -101,14 +105,17 @@ def spatial_attention_backward_reference(dout: np.ndarray, cache):
     return dx, dw
 
 
-def spatial_attention_forward(x: np.ndarray, w: np.ndarray):
+def spatial_attention_forward(x: np.ndarray, w: np.ndarray, keep: bool | None = None):
     """Fused numba version of spatial_attention_forward_reference.
 
+    Args:
+        keep: return the cache; None (default) means grad_enabled().
     Returns:
-        out (N, H, W, C) and the cache (x, w, a, arg, s) for the backward; the
-        cache is None under no_grad(), when neither s nor the arg-max is stored.
+        out (N, H, W, C) and the cache (x, w, a, arg, s) for the backward, s of shape
+        (N, H, W); the cache is None when not kept (under no_grad()), when neither s
+        nor the arg-max is stored.
     """
-    keep = grad_enabled()
+    keep = grad_enabled() if keep is None else keep
     out, maps = spatial_attention_forward_fused(x, w, keep)
     return out, ((x, w) + maps if keep else None)
 
@@ -124,15 +131,20 @@ class SpatialAttention(Module):
 
     Parameters: conv.weight (k, k, 2, 1), he_normal (Keras Conv2D default of the authors).
     Shapes: (N, H, W, C) -> (N, H, W, C).
+    Attributes: record_gate (bool, default False) and gate, the last forward pass's
+    s (N, H, W) when record_gate is True, else None (see the module docstring).
     """
 
     def __init__(self, kernel_size: int = 7, rng=None):
         super().__init__()
         self.conv = Conv2d(2, 1, kernel_size, bias=False, rng=rng)
+        self.record_gate, self.gate = False, None
 
     def forward(self, x):
         check_input("SpatialAttention", x)
-        out, cache = spatial_attention_forward(x, self.conv.weight.data)
+        keep = grad_enabled() or self.record_gate
+        out, cache = spatial_attention_forward(x, self.conv.weight.data, keep)
+        self.gate = cache[-1] if self.record_gate else None
         self._keep(cache)
         return out
 
@@ -171,14 +183,16 @@ def cross_scale_attention_backward_reference(dout: np.ndarray, cache):
     return d_enc, d_dec, dw
 
 
-def cross_scale_attention_forward(enc: np.ndarray, dec: np.ndarray, w: np.ndarray):
+def cross_scale_attention_forward(enc: np.ndarray, dec: np.ndarray, w: np.ndarray, keep: bool | None = None):
     """Fused numba version of cross_scale_attention_forward_reference.
 
+    Args:
+        keep: return the cache; None (default) means grad_enabled().
     Returns:
-        out (N, H, W, C_e) and the cache (enc, C_d, w, a, s) for the backward
-        (None under no_grad()).
+        out (N, H, W, C_e) and the cache (enc, C_d, w, a, s) for the backward, s of
+        shape (N, H, W) (None when not kept: under no_grad()).
     """
-    keep = grad_enabled()
+    keep = grad_enabled() if keep is None else keep
     out, maps = cross_scale_attention_forward_fused(enc, dec, w, keep)
     return out, ((enc, dec.shape[3], w) + maps if keep else None)
 
@@ -196,11 +210,13 @@ class CrossScaleSpatialAttention(Module):
     backward(dout) -> (d_enc, d_dec).
     Parameters: conv.weight (k, k, 2, 1), he_normal.
     Shapes: (N, H, W, C_e), (N, H, W, C_d) -> (N, H, W, C_e).
+    Attributes: record_gate and gate, as SpatialAttention's.
     """
 
     def __init__(self, kernel_size: int = 7, rng=None):
         super().__init__()
         self.conv = Conv2d(2, 1, kernel_size, bias=False, rng=rng)
+        self.record_gate, self.gate = False, None
 
     def forward(self, enc, dec):
         check_input("CrossScaleSpatialAttention", enc)
@@ -210,7 +226,9 @@ class CrossScaleSpatialAttention(Module):
                 "CrossScaleSpatialAttention needs enc and dec with the same (N, H, W), "
                 f"got shapes {enc.shape} and {dec.shape}"
             )
-        out, cache = cross_scale_attention_forward(enc, dec, self.conv.weight.data)
+        keep = grad_enabled() or self.record_gate
+        out, cache = cross_scale_attention_forward(enc, dec, self.conv.weight.data, keep)
+        self.gate = cache[-1] if self.record_gate else None
         self._keep(cache)
         return out
 

@@ -22,9 +22,15 @@ would spend a whole extra convolution on dL/dx (16 -> 3 channels over the full
 592 x 592 image), so the trainer sets `model.input_grad = False`: that convolution
 then skips it (`Conv2d.needs_input_grad = False`), `backward` returns None, and the
 parameter gradients are unchanged.
+
+Looking inside.  `with model.recording_gates(): model(x)` makes every attention
+layer keep the gate map of that forward pass; `model.gate_maps()` then returns
+them by layer name (bottleneck 'attention', then 'csa3', 'csa2', 'csa1').
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -135,6 +141,37 @@ class UNet3(Module):
     @input_grad.setter
     def input_grad(self, value: bool) -> None:
         self.enc1.block1.conv.needs_input_grad = bool(value)
+
+    # ---------------------------------------------------------- gate maps
+    #: The attention layers, coarsest first, with their down-sampling factor.
+    ATTENTION_LAYERS = (("attention", 8), ("csa3", 4), ("csa2", 2), ("csa1", 1))
+
+    def attention_layers(self) -> dict:
+        """{name: layer} of the model's attention layers (SA-UNet has only 'attention')."""
+        return {name: getattr(self, name) for name, _ in self.ATTENTION_LAYERS if getattr(self, name) is not None}
+
+    @contextmanager
+    def recording_gates(self):
+        """Within the block, every attention layer keeps its gate s of each forward pass (`gate_maps`).
+
+        Outside it nothing is recorded, at no cost (see numpyseg.layers.attention).
+        """
+        layers = self.attention_layers().values()
+        for layer in layers:
+            layer.record_gate = True
+        try:
+            yield self
+        finally:
+            for layer in layers:
+                layer.record_gate = False
+
+    def gate_maps(self) -> dict:
+        """{layer name: gate s (N, H/f, W/f) float32 in (0, 1)} of the last forward pass recorded.
+
+        f is the layer's down-sampling factor (ATTENTION_LAYERS); layers with no
+        recorded gate are left out.
+        """
+        return {name: layer.gate for name, layer in self.attention_layers().items() if layer.gate is not None}
 
     # ---------------------------------------------------------------- forward
     def _skip(self, csa, cat, enc, up):

@@ -350,16 +350,26 @@ class Trainer:
             the configured dataset (for notebooks and tests).
         command: the command line that started this session; every session's command,
             start time and starting epoch are kept in the checkpoints ("sessions").
+        progress: None or a callable receiving one-line messages about the start-up
+            steps that can take a while (reading the dataset, the validation split,
+            the first step, when numba compiles or loads its kernels); `numpyseg train`
+            prints them on stderr unless --quiet.
     """
 
     def __init__(self, config: TrainConfig, run_dir, *, resume: bool = False, log=None, samples=None,
-                 command: str | None = None):
+                 command: str | None = None, progress=None):
         self.config = config
         self.command = command  # the command line of this session, kept in the run's record
         self.run_dir = Path(run_dir)
         self.log = log or (lambda line: print(line, flush=True))
+        self.progress = progress
         if samples is None:
-            self.train_samples, self.val_samples = split_validation(load_training_samples(config), config)
+            root = config.images or config.data_root
+            where = f" from {root}" if config.dataset != "synthetic" and root else ""
+            self._say(f"reading the {config.dataset} training images{where}")
+            samples = load_training_samples(config)
+            self._say(f"{len(samples)} training images read; choosing the validation split")
+            self.train_samples, self.val_samples = split_validation(samples, config)
         else:
             self.train_samples, self.val_samples = (list(samples[0]), list(samples[1]))
             _check_labelled(self.train_samples + self.val_samples, "training")
@@ -403,6 +413,11 @@ class Trainer:
         self._committing = False
         if resume:
             self._resume()
+
+    def _say(self, message: str) -> None:
+        """Pass a start-up message to the progress callback, if any."""
+        if self.progress is not None:
+            self.progress(message)
 
     # ------------------------------------------------------------------- state
     @staticmethod
@@ -721,6 +736,8 @@ class Trainer:
         self._pending_snapshot = None
         self.last_loss = None
         status = "completed"
+        self._say(f"{len(self.train_samples)} training and {len(self.val_samples)} validation images; first "
+                  f"step of {self.position()} (the first step of a process loads or compiles the kernels)")
         with _InterruptGuard(self.log) as guard:
             try:
                 while self.epoch < c.epochs:
