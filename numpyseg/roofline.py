@@ -61,28 +61,22 @@ def seconds(function, *args) -> float:
 
 # ------------------------------------------------------------------ the CPU
 def instruction_set() -> str:
-    """The widest vector instruction set this CPU offers numba's compiler.
+    """The widest vector instruction set numba compiles for: numpyseg.kernels.tiles.instruction_set.
 
-    Returns one of "AVX-512", "AVX2", "AVX", "none (SSE only)", "ARM (NEON)" or
-    "unknown"; read from llvmlite.binding.get_host_cpu_features(), so it works the
-    same on Linux, macOS and Windows.
+    "AVX-512", "AVX2", "AVX", "SSE", "ARM (NEON)" or the machine's name; it follows
+    numba's NUMBA_CPU_FEATURES when that is set (compiling for another CPU).
     """
-    if platform.machine().lower().startswith(("arm", "aarch")):
-        return "ARM (NEON)"
-    try:
-        from llvmlite import binding
+    from numpyseg.kernels.tiles import instruction_set as compiled_for
 
-        features = binding.get_host_cpu_features()
-    except (ImportError, RuntimeError):  # pragma: no cover - llvmlite comes with numba
-        return "unknown"
-    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
-        if features.get(flag):
-            return name
-    return "none (SSE only)"
+    return compiled_for()
 
 
 def cpu_name() -> str:
-    """LLVM's name of this CPU's micro-architecture (e.g. 'znver4', 'skylake-avx512')."""
+    """LLVM's name of the CPU numba compiles for (e.g. 'znver4', 'skylake-avx512'; NUMBA_CPU_NAME if set)."""
+    import numba
+
+    if numba.config.CPU_NAME and numba.config.CPU_NAME != "host":
+        return numba.config.CPU_NAME
     try:
         from llvmlite import binding
 

@@ -148,7 +148,11 @@ def cpu_features() -> set[str]:
 
 
 def instruction_set(features: set[str] | None = None) -> str:
-    """'AVX-512', 'AVX2', 'AVX', 'SSE' or the machine name (e.g. 'arm64'): the widest vector ISA."""
+    """'AVX-512', 'AVX2', 'AVX', 'SSE', 'ARM (NEON)' or the machine name: the widest vector ISA."""
+    import platform
+
+    if features is None and platform.machine().lower().startswith(("arm", "aarch")):
+        return "ARM (NEON)"
     features = cpu_features() if features is None else features
     if "avx512f" in features:
         return "AVX-512"
@@ -158,8 +162,6 @@ def instruction_set(features: set[str] | None = None) -> str:
         return "AVX"
     if "sse2" in features:
         return "SSE"
-    import platform
-
     return platform.machine() or "unknown"
 
 
