@@ -50,6 +50,13 @@ it runs on when it is imported (`TILE_VARIANT`; override with the environment
 variable NUMPYSEG_TILES=avx512|avx2|portable, e.g. to benchmark one on another
 CPU).  numba compiles only the variant that is called.
 
+Only the kernels that do arithmetic on data they reuse have a tile: the
+convolution and transposed convolution, forward and both gradients.  The fused
+GroupNorm + SiLU, the activations, pooling and the attention gates stream
+through memory once per call; LLVM vectorises their loops for whatever vector
+width the CPU has, and memory bandwidth, not registers, sets their speed
+(`numpyseg benchmark` prints their GB/s), so they need no variant.
+
 How a shape reaches the machine code
 ------------------------------------
 The building blocks below take the shape (pixels, lanes, width, ...) as
