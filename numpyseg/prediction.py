@@ -282,11 +282,13 @@ class Prediction:
 
 
 def _check_options(tile, threshold: float | None = None) -> None:
-    """Raise ConfigError for a tile that is not a positive multiple of 8 or a threshold outside [0, 1]."""
+    """Raise ConfigError for a tile that is not a positive multiple of 8 or a threshold outside (0, 1)."""
+    from numpyseg.validate import check_threshold
+
     if tile is not None and (int(tile) != tile or tile <= 0 or tile % 8):
         raise ConfigError(f"tile must be a positive multiple of 8 pixels, got {tile}")
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"threshold must lie in [0, 1], got {threshold}")
+    if threshold is not None:
+        check_threshold(threshold, "threshold")
 
 
 def probability_map(trained: TrainedModel, image: np.ndarray, fov: np.ndarray, *, name: str = "image",
@@ -436,7 +438,7 @@ def segment(image, weights=None, *, threshold: float = 0.5, tile: int | None = N
     Raises:
         DataError: unreadable image, bad array, image smaller than MIN_SIDE, FOV too small.
         CheckpointError: the weights cannot be loaded.
-        ConfigError: threshold outside [0, 1], tile not a positive multiple of 8,
+        ConfigError: threshold outside (0, 1), tile not a positive multiple of 8,
             unknown rescale mode, explain with tile or tta or with a model that has no
             attention layers.
 

@@ -117,9 +117,9 @@ def run(args) -> int:
     from numpyseg.errors import ConfigError
     from numpyseg.metrics.segmentation import segmentation_metrics
     from numpyseg.prediction import check_explainable, load_trained, segment, write_outputs
+    from numpyseg.validate import check_threshold
 
-    if not 0.0 <= args.threshold <= 1.0:
-        raise ConfigError(f"--threshold must lie in [0, 1], got {args.threshold}")
+    check_threshold(args.threshold)
     if args.label is not None and len(args.label) != len(args.images):
         raise ConfigError(f"got {len(args.images)} images but {len(args.label)} --label files: give one "
                           f"--label per IMAGE, in the same order")
