@@ -8,6 +8,7 @@ import pytest
 
 from numpyseg.checkpoint import load_checkpoint
 from numpyseg.cli.main import build_parser, main
+from numpyseg.cli.train import _NOT_CONFIG as NOT_CONFIG  # the options that are not part of a run's config
 from numpyseg.inference import load_model
 from numpyseg.training import trainer as T
 from numpyseg.training.config import TrainConfig
@@ -22,8 +23,7 @@ def config_from_command(command: str) -> TrainConfig:
     words = shlex.split(command)
     assert words[:2] == ["numpyseg", "train"]
     args = build_parser().parse_args(words[1:])
-    given = {k: v for k, v in vars(args).items()
-             if k not in {"command", "run", "out", "resume", "overwrite", "argv"}}
+    given = {k: v for k, v in vars(args).items() if k not in NOT_CONFIG}
     return TrainConfig(**given)
 
 

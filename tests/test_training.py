@@ -218,6 +218,16 @@ def test_keyboard_interrupt_mid_epoch_saves_and_resume_is_exact(tmp_path, monkey
 
 
 def test_ctrl_c_signal_stops_after_the_step_and_a_second_one_quits(tmp_path, monkeypatch):
+    # A process started in the background by a non-interactive shell ignores SIGINT; give this
+    # test Python's default handler, as a terminal has it, and check training restores it.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_once_then_twice(tmp_path, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_once_then_twice(tmp_path, monkeypatch):
     original = Trainer.train_step
     calls = {"n": 0}
 
