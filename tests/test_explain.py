@@ -1,7 +1,6 @@
 """The attention explorer: gate maps recorded by the attention layers, segment(explain=True),
 the figure and `numpyseg predict --explain`."""
 
-import numba
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,14 +16,6 @@ from numpyseg.layers.attention import (CrossScaleSpatialAttention, SpatialAttent
                                        spatial_attention_forward_reference)
 from numpyseg.layers.module import no_grad
 from numpyseg.models.unet import build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_numba_thread():
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -1,21 +1,12 @@
 """`numpyseg train` announces its start-up steps on stderr through the Trainer's progress callback;
 --quiet silences them."""
 
-import numba
 import pytest
 
 from numpyseg.cli.main import main
 
 TINY = ["--synthetic-count", "4", "--synthetic-size", "32", "--batch-size", "2", "--base-channels", "8",
         "--val-count", "1", "--block-size", "3", "--epochs", "1"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_numba_thread():
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
 
 
 def test_train_start_up_progress_on_stderr_and_quiet_silences_it(tmp_path, capsys, monkeypatch):
