@@ -134,3 +134,36 @@ def test_environment_override_picks_the_variant_and_rejects_nonsense():
     env["NUMPYSEG_TILES"] = "fastest"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "NUMPYSEG_TILES='fastest' is not a tile variant" in out.stderr
+
+
+NO_AVX_SCRIPT = """
+import numpy as np
+from numpyseg.kernels import conv_direct, tiles, transpose
+from numpyseg.layers.conv import conv2d_naive
+from numpyseg.layers.conv_transpose import conv_transpose2d_forward_im2col
+assert tiles.instruction_set() == "SSE" and tiles.TILE_VARIANT == "portable", tiles.TILE_VARIANT
+rng = np.random.default_rng(0)
+x = rng.standard_normal((1, 5, 13, 16)).astype(np.float32)
+w = rng.standard_normal((3, 3, 16, 24)).astype(np.float32)
+worst = np.abs(conv_direct.conv2d_direct(x, w) - conv2d_naive(x.astype(float), w.astype(float))).max()
+wt = rng.standard_normal((3, 3, 24, 16)).astype(np.float32)
+ref, _ = conv_transpose2d_forward_im2col(x.astype(float), wt.astype(float), None, 2)
+worst = max(worst, np.abs(transpose.conv_transpose2d_direct(x, wt, None, 2, 0) - ref).max())
+print(worst)
+"""
+
+
+@pytest.mark.slow
+def test_kernels_compiled_for_a_cpu_without_avx_run_and_agree(tmp_path):
+    # numba compiles for an x86-64 with SSE2 only (code any x86-64 CPU runs): the portable
+    # variant is chosen, and the kernels give the reference's numbers
+    features = "+sse,+sse2,-sse3,-ssse3,-sse4.1,-sse4.2,-avx,-avx2,-fma,-f16c,-avx512f"
+    env = dict(os.environ, NUMBA_CPU_NAME="x86-64", NUMBA_CPU_FEATURES=features,
+               NUMBA_CACHE_DIR=str(tmp_path), NUMPYSEG_QUIET_COMPILE="1")
+    env.pop("NUMPYSEG_TILES", None)
+    if not tiles.instruction_set().startswith(("AVX", "SSE")):
+        pytest.skip("not an x86-64 CPU")
+    out = subprocess.run([sys.executable, "-c", NO_AVX_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip()) < 1e-3
