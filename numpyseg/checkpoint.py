@@ -166,6 +166,8 @@ def load_checkpoint(path) -> Checkpoint:
     def fail(problem: str):
         return CheckpointError(_one_line(f"checkpoint {name}: {problem}"))
 
+    if os.path.isdir(path):
+        raise fail(f"is a folder: name a checkpoint file in it, e.g. {os.path.join(name, 'best.npz')}")
     if not os.path.isfile(path):
         raise fail("file not found")
     try:

@@ -282,11 +282,14 @@ class Prediction:
 
 
 def _check_options(tile, threshold: float | None = None) -> None:
-    """Raise ConfigError for a tile that is not a positive multiple of 8 or a threshold outside (0, 1)."""
+    """Raise ConfigError for a tile that is not a multiple of 8 of at least MIN_TILE, or a threshold outside (0, 1)."""
     from numpyseg.validate import check_threshold
 
-    if tile is not None and (int(tile) != tile or tile <= 0 or tile % 8):
-        raise ConfigError(f"tile must be a positive multiple of 8 pixels, got {tile}")
+    from numpyseg.inference import MIN_TILE
+
+    if tile is not None and (int(tile) != tile or tile < MIN_TILE or tile % 8):
+        raise ConfigError(f"tile must be a multiple of 8 pixels, at least {MIN_TILE} (each tile is predicted "
+                          f"inside a 112-px margin: large tiles are faster), got {tile}")
     if threshold is not None:
         check_threshold(threshold, "threshold")
 

@@ -224,11 +224,11 @@ def test_predict_never_overwrites_without_overwrite(trained, tmp_path, capsys):
 def test_predict_progress_goes_to_stderr_and_quiet_silences_it(trained, tmp_path, capsys):
     image, _ = synthetic_png(tmp_path / "eye.png")
     weights = ["--weights", str(trained / "best.npz")]
-    assert main(["predict", str(image), *weights, "--out", str(tmp_path / "a"), "--tile", "32"]) == 0
+    assert main(["predict", str(image), *weights, "--out", str(tmp_path / "a"), "--tile", "64"]) == 0
     captured = capsys.readouterr()
     assert "eye.png: predicting at 32x32" in captured.err
     assert captured.out.count("\n") == 1          # the result line only
-    assert main(["predict", str(image), *weights, "--out", str(tmp_path / "b"), "--tile", "32", "--quiet"]) == 0
+    assert main(["predict", str(image), *weights, "--out", str(tmp_path / "b"), "--tile", "64", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
     np.testing.assert_array_equal(np.load(tmp_path / "a" / "eye_prob.npy"), np.load(tmp_path / "b" / "eye_prob.npy"))
 

@@ -36,3 +36,20 @@ def test_demo_rejects_non_png_output(tmp_path, weights, capsys):
     assert main(["demo", "--weights", str(weights), "--out", str(tmp_path / "x.jpg")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--out must name a .png" in err
+
+
+def test_demo_overwrites_nothing_without_overwrite(tmp_path, weights, capsys):
+    out = tmp_path / "foo.png"
+    (tmp_path / "foo_prob.png").write_bytes(b"the user's own file")
+    assert main(["demo", "--weights", str(weights), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "foo_prob.png exists already" in err and "--overwrite" in err
+    assert (tmp_path / "foo_prob.png").read_bytes() == b"the user's own file" and not out.exists()
+    assert main(["demo", "--weights", str(weights), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    assert np.asarray(Image.open(tmp_path / "foo_prob.png")).shape == (540, 540)
+
+
+def test_demo_does_not_create_a_mistyped_folder(tmp_path, weights, capsys):
+    out = tmp_path / "no_such_folder" / "demo.png"
+    assert main(["demo", "--weights", str(weights), "--out", str(out), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err and not out.parent.exists()

@@ -430,3 +430,12 @@ def test_read_only_folder_for_real(tmp_path):
         assert "choose a writable folder" in info.value.strerror
     finally:
         folder.chmod(0o755)
+
+
+def test_a_file_where_a_folder_is_expected_and_the_reverse_are_named(tmp_path, capsys):
+    model = build_model({"arch": "sa_unetv2", "base_channels": 8, "block_size": 3})
+    weights = save_checkpoint(tmp_path / "w.npz", model, config=model.config, epoch=0)
+    assert main(["export", str(weights), "--out", str(tmp_path / "e.npz")]) == 2
+    assert "is a file, not a run folder" in error_line(capsys, "export")
+    assert main(["evaluate", "--weights", str(tmp_path), "--dataset", "synthetic"]) == 2
+    assert "is a folder: name a checkpoint file in it" in error_line(capsys, "evaluate")

@@ -135,7 +135,7 @@ def test_segment_with_tta_or_tiles_reports_progress(model, fundus):
     assert messages[-1] == "test-time augmentation 8/8"
     np.testing.assert_array_equal(result.probability, predict_proba(model, sample.image, tta=True))
     messages.clear()
-    tiled = P.segment(sample.image, trained_at(model, diameter), tile=48, progress=messages.append)
+    tiled = P.segment(sample.image, trained_at(model, diameter), tile=64, progress=messages.append)
     assert messages[-1] == "tile 4/4"
     assert np.abs(tiled.probability - predict_proba(model, sample.image)).max() <= 1e-5
 

@@ -26,6 +26,8 @@ def add_arguments(parser):
     parser.add_argument("--out", default="numpyseg_demo.png", metavar="PNG",
                         help="figure to write (default numpyseg_demo.png)")
     parser.add_argument("--threshold", type=float, default=0.5, help="vessel threshold, between 0 and 1 (default 0.5)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the figure and its _prob.png if they exist (default: refuse)")
     add_rescale_arguments(parser)
     add_progress_argument(parser)
 
@@ -38,14 +40,19 @@ def run(args) -> int:
 
     from numpyseg.cli.predict import progress_printer
     from numpyseg.data.io import read_image, write_png
-    from numpyseg.prediction import load_trained, segment
+    from numpyseg.errors import ConfigError
+    from numpyseg.prediction import check_outputs_free, load_trained, segment
     from numpyseg.training.logs import atomic_write_bytes
     from numpyseg.validate import check_threshold
 
     check_threshold(args.threshold)
     out = Path(args.out)
     if out.suffix.lower() != ".png":
-        raise ValueError(f"--out must name a .png file, got {out}")
+        raise ConfigError(f"--out must name a .png file, got {out}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist: create it or choose another --out")
+    prob_path = out.with_name(out.stem + "_prob.png")
+    check_outputs_free([out, prob_path], args.overwrite)
     start = time.monotonic()
     trained = load_trained(args.weights, args.fov_diameter)
     image = read_image(args.image)
@@ -69,7 +76,6 @@ def run(args) -> int:
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(out, buffer.getvalue())
-    prob_path = out.with_name(out.stem + "_prob.png")
     write_png(prob_path, prob)
     print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, vessels {mask.mean() * 100:.1f}% of pixels, "
           f"{seconds:.1f} s -> {out}, {prob_path}")

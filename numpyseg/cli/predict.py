@@ -123,8 +123,11 @@ def run(args) -> int:
     if args.label is not None and len(args.label) != len(args.images):
         raise ConfigError(f"got {len(args.images)} images but {len(args.label)} --label files: give one "
                           f"--label per IMAGE, in the same order")
-    if args.tile is not None and (args.tile <= 0 or args.tile % 8):
-        raise ConfigError(f"--tile must be a positive multiple of 8, got {args.tile}")
+    from numpyseg.inference import MIN_TILE
+
+    if args.tile is not None and (args.tile < MIN_TILE or args.tile % 8):
+        raise ConfigError(f"--tile must be a multiple of 8 pixels, at least {MIN_TILE} (each tile is predicted "
+                          f"inside a 112-px margin: large tiles are faster), got {args.tile}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")

@@ -53,6 +53,9 @@ def training_summary(run_dir, which: str = "best") -> dict:
     run_dir = Path(run_dir)
     if which not in ("best", "last"):
         raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    if run_dir.is_file():
+        raise ConfigError(f"{run_dir} is a file, not a run folder: exporting as npz needs the folder written "
+                          f"by numpyseg train; a weights file converts with --format onnx or --format torch")
     if not run_dir.is_dir():
         raise ConfigError(f"run folder {run_dir} not found: name a folder written by numpyseg train")
     kept = load_checkpoint(run_dir / f"{which}.npz")
