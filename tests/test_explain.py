@@ -101,7 +101,7 @@ def test_explain_maps_are_of_the_rescaled_input(model):
 
 def test_explain_refuses_tiles_and_tta(model):
     sample = make_fundus(32, 1)
-    for options in ({"tile": 32}, {"tta": True}):
+    for options in ({"tile": 64}, {"tta": True}):
         with pytest.raises(ConfigError, match="one whole-image forward pass"):
             P.segment(sample.image, P.TrainedModel(model), explain=True, **options)
 
