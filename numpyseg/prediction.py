@@ -283,15 +283,17 @@ class Prediction:
 
 def _check_options(tile, threshold: float | None = None) -> None:
     """Raise ConfigError for a tile that is not a multiple of 8 of at least MIN_TILE, or a threshold outside (0, 1)."""
-    from numpyseg.validate import check_threshold
+    from numpyseg.validate import check_threshold, check_tile
 
-    from numpyseg.inference import MIN_TILE
-
-    if tile is not None and (int(tile) != tile or tile < MIN_TILE or tile % 8):
-        raise ConfigError(f"tile must be a multiple of 8 pixels, at least {MIN_TILE} (each tile is predicted "
-                          f"inside a 112-px margin: large tiles are faster), got {tile}")
+    if tile is not None:
+        check_tile(tile, "tile")
     if threshold is not None:
         check_threshold(threshold, "threshold")
+
+
+def _say(progress: Progress | None, message: str) -> None:
+    if progress is not None:
+        progress(message)
 
 
 def probability_map(trained: TrainedModel, image: np.ndarray, fov: np.ndarray, *, name: str = "image",
@@ -354,11 +356,6 @@ def _plan(trained: TrainedModel, fov: np.ndarray, name: str, rescale: str):
                  f"is not meaningful",)
         warnings.warn(notes[0], NumpysegWarning, stacklevel=4)
     return measured, scale_factor(measured, trained.fov_diameter, rescale), notes
-
-
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)
 
 
 @dataclass

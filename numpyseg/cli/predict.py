@@ -117,17 +117,14 @@ def run(args) -> int:
     from numpyseg.errors import ConfigError
     from numpyseg.metrics.segmentation import segmentation_metrics
     from numpyseg.prediction import check_explainable, load_trained, segment, write_outputs
-    from numpyseg.validate import check_threshold
+    from numpyseg.validate import check_threshold, check_tile
 
     check_threshold(args.threshold)
     if args.label is not None and len(args.label) != len(args.images):
         raise ConfigError(f"got {len(args.images)} images but {len(args.label)} --label files: give one "
                           f"--label per IMAGE, in the same order")
-    from numpyseg.inference import MIN_TILE
-
-    if args.tile is not None and (args.tile < MIN_TILE or args.tile % 8):
-        raise ConfigError(f"--tile must be a multiple of 8 pixels, at least {MIN_TILE} (each tile is predicted "
-                          f"inside a 112-px margin: large tiles are faster), got {args.tile}")
+    if args.tile is not None:
+        check_tile(args.tile)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder")
