@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 
 from numpyseg.cli.predict import add_progress_argument, add_rescale_arguments
 from numpyseg.prediction import resolve_weights
