@@ -1,7 +1,6 @@
 """`numpyseg train` announces its start-up steps on stderr through the Trainer's progress callback;
 --quiet silences them."""
 
-import pytest
 
 from numpyseg.cli.main import main
 
