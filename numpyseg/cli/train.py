@@ -25,7 +25,7 @@ _S = argparse.SUPPRESS  # options not given on the command line stay absent: see
 
 
 def add_arguments(parser):
-    from numpyseg.training.config import ARCHS, DATASETS, MONITORS, TrainConfig
+    from numpyseg.training.config import ARCHS, DATASETS, MONITORS, SCHEDULES, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
 
@@ -118,11 +118,20 @@ def add_arguments(parser):
     optim.add_argument("--loss-fov", action="store_true", default=_S,
                        help="leave pixels outside the field of view out of the loss too (padding is always "
                             "left out)")
+    optim.add_argument("--schedule", choices=SCHEDULES, default=_S,
+                       help="learning-rate schedule: 'plateau' (ReduceLROnPlateau on the validation loss) or "
+                            "'cosine' (cosine decay from --lr to --min-lr over --epochs) (default plateau)")
+    optim.add_argument("--warmup-epochs", type=int, default=_S, metavar="EPOCHS",
+                       help="--schedule cosine: linear warm-up over this many epochs (default 0)")
+    optim.add_argument("--ema", type=float, default=_S, metavar="DECAY",
+                       help="keep an exponential moving average of the weights with this decay (e.g. "
+                            "0.995); validation, best.npz and the exported weights use the average "
+                            "(default 0: off)")
     optim.add_argument("--patience-lr", type=int, default=_S, metavar="EPOCHS",
                        help="ReduceLROnPlateau on the validation loss: halve the rate after this many "
                             f"epochs without improvement, down to --min-lr (default {default('patience_lr')})")
     optim.add_argument("--lr-factor", type=float, default=_S, help="ReduceLROnPlateau factor (default 0.5)")
-    optim.add_argument("--min-lr", type=float, default=_S, help="ReduceLROnPlateau floor (default 1e-6)")
+    optim.add_argument("--min-lr", type=float, default=_S, help="the lowest learning rate of either schedule (default 1e-6)")
     optim.add_argument("--early-stop", type=int, default=_S, metavar="EPOCHS",
                        help="stop after this many epochs without a better validation loss "
                             f"(default {default('early_stop')}; 0 = never)")

@@ -192,3 +192,68 @@ class EarlyStopping:
     def __repr__(self):
         return (f"EarlyStopping(patience={self.patience}, mode={self.mode!r}, best={self.best:g}, "
                 f"best_epoch={self.best_epoch}, wait={self.wait})")
+
+
+class CosineAnnealing:
+    """Cosine learning-rate decay over a fixed number of steps, stepped after every step.
+
+    One cycle of SGDR (Loshchilov & Hutter, "SGDR: stochastic gradient descent with warm
+    restarts", ICLR 2017, eq. 5) without restarts, after an optional linear warm-up:
+
+        lr(t) = base_lr * (t + 1) / warmup                                t < warmup
+        lr(t) = min_lr + (base_lr - min_lr) * (1 + cos(pi * s / S)) / 2   otherwise,
+                s = t - warmup, S = total_steps - warmup
+
+    t counts the steps taken (0 before the first).  After total_steps the rate stays at
+    min_lr.  Unlike ReduceLROnPlateau it does not wait for the validation loss to stall:
+    the rate keeps falling smoothly, which lets the weights settle late in the run.
+
+    Args:
+        optimizer: anything with a float attribute `lr`; its value is the base rate.
+        total_steps: the length of the schedule (steps), >= 1.
+        min_lr: the rate reached at total_steps.
+        warmup_steps: steps of linear warm-up, < total_steps.
+    """
+
+    def __init__(self, optimizer, total_steps: int, min_lr: float = 0.0, warmup_steps: int = 0):
+        if int(total_steps) != total_steps or total_steps < 1:
+            raise ValueError(f"total_steps must be a positive integer, got {total_steps}")
+        if int(warmup_steps) != warmup_steps or not 0 <= warmup_steps < total_steps:
+            raise ValueError(f"warmup_steps must be an integer in [0, total_steps), got {warmup_steps}")
+        if not 0 <= min_lr <= optimizer.lr:
+            raise ValueError(f"min_lr must lie in [0, lr], got {min_lr}")
+        self.optimizer = optimizer
+        self.base_lr, self.min_lr = float(optimizer.lr), float(min_lr)
+        self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+        self.t = 0
+        self.optimizer.lr = self.lr_at(0)
+
+    def lr_at(self, t: int) -> float:
+        """The learning rate of step t (0-based)."""
+        if t < self.warmup_steps:
+            return self.base_lr * (t + 1) / self.warmup_steps
+        span = self.total_steps - self.warmup_steps
+        s = min(t - self.warmup_steps, span)
+        return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * s / span))
+
+    def step(self) -> None:
+        """One optimisation step was taken: set the rate of the next one."""
+        self.t += 1
+        self.optimizer.lr = self.lr_at(self.t)
+
+    def state_dict(self) -> dict:
+        """{'t', 'base_lr', 'min_lr', 'total_steps', 'warmup_steps'} as Python numbers."""
+        return {"t": self.t, "base_lr": self.base_lr, "min_lr": self.min_lr,
+                "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`; the schedule keeps the length it was started with."""
+        state = _load("CosineAnnealing", state, ("t", "base_lr", "min_lr", "total_steps", "warmup_steps"))
+        self.base_lr, self.min_lr = float(state["base_lr"]), float(state["min_lr"])
+        self.total_steps, self.warmup_steps = int(state["total_steps"]), int(state["warmup_steps"])
+        self.t = int(state["t"])
+        self.optimizer.lr = self.lr_at(self.t)
+
+    def __repr__(self):
+        return (f"CosineAnnealing(base_lr={self.base_lr:g}, min_lr={self.min_lr:g}, "
+                f"total_steps={self.total_steps}, warmup_steps={self.warmup_steps}, t={self.t})")

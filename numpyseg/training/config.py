@@ -16,6 +16,7 @@ from numpyseg.validate import check_int, check_number
 
 DATASETS = ("synthetic", "drive", "stare", "chase", "folder")
 ARCHS = ("sa_unetv2", "sa_unet")
+SCHEDULES = ("plateau", "cosine")
 
 #: Metrics the best checkpoint can be chosen by, with the direction that is better.
 MONITORS = {"val_loss": "min", "train_loss": "min", "val_f1": "max", "val_auc": "max",
@@ -38,8 +39,11 @@ class TrainConfig:
     Data:        dataset, data_root, images/labels/masks (dataset 'folder'),
                  synthetic_count, synthetic_size, val_fraction, val_count.
     Model:       arch, base_channels, dropblock_rate, block_size, seed.
-    Optimiser:   lr (Adam), patience_lr / lr_factor / min_lr (ReduceLROnPlateau on the
-                 validation loss), early_stop (patience on the validation loss; 0 = off).
+    Optimiser:   lr (Adam), schedule ('plateau': patience_lr / lr_factor / min_lr,
+                 ReduceLROnPlateau on the validation loss; 'cosine': cosine decay to min_lr
+                 over the epochs after warmup_epochs of linear warm-up), ema (decay of
+                 the weights' moving average; 0 = off), early_stop (patience on the
+                 validation loss; 0 = off).
     Loss:        bce_weight, mcc_weight, pos_weight (a number or 'balanced'),
                  loss_fov (also leave pixels outside the field of view out of the loss;
                  padding is always left out).
@@ -76,6 +80,9 @@ class TrainConfig:
     lr_factor: float = 0.5
     min_lr: float = 1e-6
     early_stop: int = 20
+    schedule: str = "plateau"
+    warmup_epochs: int = 0
+    ema: float = 0.0
     monitor: str | None = None
     loss_fov: bool = False
     augment: bool = True
@@ -104,12 +111,14 @@ class TrainConfig:
 
         if self.dataset not in DATASETS:
             raise ConfigError(f"--dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.arch not in ARCHS:
             raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         for name, low, high in (("epochs", 1, None), ("batch_size", 1, MAX_BATCH_SIZE),
                                 ("synthetic_count", 1, MAX_SYNTHETIC_COUNT),
                                 ("synthetic_size", 16, MAX_SYNTHETIC_SIZE), ("steps_per_epoch", 0, None),
-                                ("patience_lr", 0, None), ("early_stop", 0, None), ("log_every", 0, None),
+                                ("patience_lr", 0, None), ("early_stop", 0, None), ("warmup_epochs", 0, None), ("log_every", 0, None),
                                 ("seed", 0, None)):
             setattr(self, name, check_int(_flag(name), getattr(self, name), low=low, high=high))
         self.patch_size = check_int("--patch-size (0 for whole images)", self.patch_size, low=0,
@@ -122,6 +131,12 @@ class TrainConfig:
                               f"the rate, so choose --min-lr at most --lr")
         self.lr_factor = check_number("--lr-factor", self.lr_factor, low=0.0, high=1.0, low_open=True,
                                       high_open=True)
+        if self.warmup_epochs and self.schedule != "cosine":
+            raise ConfigError("--warmup-epochs applies to --schedule cosine: add --schedule cosine or drop it")
+        if self.warmup_epochs >= self.epochs and self.schedule == "cosine":
+            raise ConfigError(f"--warmup-epochs {self.warmup_epochs} leaves no epoch of the {self.epochs} "
+                              f"for the cosine decay: choose fewer warm-up epochs")
+        self.ema = check_number("--ema (a decay in [0, 1); 0 = off)", self.ema, low=0.0, high=1.0, high_open=True)
         self.val_fraction = check_number("--val-fraction", self.val_fraction, low=0.0, high=1.0, high_open=True)
         if self.val_count is not None:
             self.val_count = check_int("--val-count", self.val_count, low=0)

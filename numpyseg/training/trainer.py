@@ -61,7 +61,9 @@ from numpyseg.losses.combined import bce_mcc_loss
 from numpyseg.metrics.segmentation import segmentation_metrics
 from numpyseg.models.unet import build_model
 from numpyseg.optim.adam import Adam
-from numpyseg.optim.schedulers import EarlyStopping, ReduceLROnPlateau
+from numpyseg.optim.averaging import PREFIX as AVERAGE_PREFIX
+from numpyseg.optim.averaging import WeightAverage
+from numpyseg.optim.schedulers import CosineAnnealing, EarlyStopping, ReduceLROnPlateau
 from numpyseg.prediction import training_fov_diameter
 from numpyseg.training import batches as batching
 from numpyseg.training import logs
@@ -336,6 +338,28 @@ def _fmt(value, spec=".4f") -> str:
 # -------------------------------------------------------------------------- trainer
 
 
+class _OptimiserState:
+    """The optimiser's state and the weight average's (if any), saved and restored as one
+    optimiser state: the average's entries are 'ema.<param name>' beside Adam's 'm.' / 'v.'."""
+
+    def __init__(self, optimizer, average: WeightAverage | None):
+        self.optimizer, self.average = optimizer, average
+
+    def state_dict(self) -> dict:
+        state = self.optimizer.state_dict()
+        if self.average is not None:
+            state.update(self.average.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = {k: v for k, v in state.items() if k.startswith(AVERAGE_PREFIX)}
+        if self.average is not None:
+            self.average.load_state_dict(mine)
+        elif mine:
+            raise ValueError("holds a weight average (--ema) but this run has none")
+        self.optimizer.load_state_dict({k: v for k, v in state.items() if not k.startswith(AVERAGE_PREFIX)})
+
+
 class Trainer:
     """Train a model as configured, writing checkpoints and logs into `run_dir`.
 
@@ -393,8 +417,15 @@ class Trainer:
         self.model.input_grad = False  # no step uses dL/d(image): skip that convolution
         self.model.train()
         self.optimizer = Adam(self.model.named_parameters(), lr=config.lr)
-        self.scheduler = ReduceLROnPlateau(self.optimizer, factor=config.lr_factor,
-                                           patience=config.patience_lr, min_lr=config.min_lr)
+        if config.schedule == "cosine":
+            self.scheduler = CosineAnnealing(self.optimizer, config.epochs * self.steps_per_epoch,
+                                             min_lr=config.min_lr,
+                                             warmup_steps=config.warmup_epochs * self.steps_per_epoch)
+        else:
+            self.scheduler = ReduceLROnPlateau(self.optimizer, factor=config.lr_factor,
+                                               patience=config.patience_lr, min_lr=config.min_lr)
+        self.average = WeightAverage(self.model, config.ema) if config.ema > 0 else None
+        self.state_owner = _OptimiserState(self.optimizer, self.average)  # saved as the optimiser state
         self.stopper = EarlyStopping(patience=config.early_stop) if config.early_stop > 0 else None
         self.data_rng = np.random.default_rng([int(config.seed), _DATA_TAG])
         self.augmenter = batching.make_augmenter(config, self.data_rng)
@@ -474,7 +505,7 @@ class Trainer:
             raise TrainingDiverged(f"{bad} hold NaN/inf: {self.run_dir / name} not written (a checkpoint never "
                                    f"holds non-finite state); resume from the last good checkpoint with a lower --lr")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        return save_checkpoint(self.run_dir / name, self.model, self.optimizer, config=self.model_config,
+        return save_checkpoint(self.run_dir / name, self.model, self.state_owner, config=self.model_config,
                                epoch=self.epoch, extra=self._extra(), fov_diameter=self.fov_diameter)
 
     def _resume(self) -> None:
@@ -488,7 +519,7 @@ class Trainer:
         if list(saved_names[0] or []) != names[0] or list(saved_names[1] or []) != names[1]:
             raise DataError(f"the training images differ from those of the run saved in {path}: "
                             f"resume needs the same dataset")
-        restore(self.model, checkpoint, self.optimizer)
+        restore(self.model, checkpoint, self.state_owner)
         bad = self.non_finite_state()
         if bad is not None:
             raise CheckpointError(f"checkpoint {path}: {bad} hold NaN/inf (saved by an older numpyseg "
@@ -563,6 +594,10 @@ class Trainer:
         self.model.backward(dlogits)
         self._updating = True
         self.optimizer.step()
+        if self.average is not None:
+            self.average.update()
+        if isinstance(self.scheduler, CosineAnnealing):
+            self.scheduler.step()
         self._updating = False
         bad = self.non_finite_state()
         if bad is not None:
@@ -571,9 +606,24 @@ class Trainer:
 
     # -------------------------------------------------------------- validation
     def validate(self) -> dict:
-        """Mean loss and scores (inside the FOV) of the validation images, predicted whole."""
+        """Mean loss and scores (inside the FOV) of the validation images, predicted whole.
+
+        With a weight average (--ema) the scores are those of the averaged weights, and
+        the raw weights' loss, F1 and AUC are added as raw_val_loss, raw_val_f1, raw_val_auc
+        (what the average is worth, measured in the same run).
+        """
         if not self.val_samples:
             return {}
+        if self.average is None:
+            return self._validate_weights()
+        raw = self._validate_weights()
+        with self.average.applied():
+            scores = self._validate_weights()
+        scores.update({f"raw_{key}": raw[key] for key in ("val_loss", "val_f1", "val_auc")})
+        return scores
+
+    def _validate_weights(self) -> dict:
+        """validate() for the weights the model holds now."""
         c = self.config
         logits = predict_logits(self.model, [s.image for s in self.val_samples], pad_size=self.val_pad,
                                 batch_size=c.batch_size)
@@ -657,7 +707,8 @@ class Trainer:
 
         self._committing = True
         self.history.append(record)
-        self.scheduler.step(record[self.plateau_key])
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(record[self.plateau_key])
         stop = self.stopper.step(record[self.plateau_key]) if self.stopper is not None else False
         if better:
             self.best_value, self.best_epoch = float(value), self.epoch + 1
@@ -665,7 +716,10 @@ class Trainer:
         self.plan = None
         self.step_in_epoch = 0
         self.epoch_stats = self._empty_stats()
-        if better:
+        if better and self.average is not None:
+            with self.average.applied():  # best.npz holds the averaged weights that were scored
+                self.save(BEST)
+        elif better:
             self.save(BEST)
         self.save(LAST)
         self._committing = False
@@ -713,7 +767,8 @@ class Trainer:
         what = f"{c.patch_size}x{c.patch_size} patches" if c.patch_size else f"whole images padded to {h}x{w}"
         return (f"{self.model_config['arch']} ({self.model.num_parameters():,} parameters), dataset "
                 f"{c.dataset}: {len(self.train_samples)} training / {len(self.val_samples)} validation images; "
-                f"{what}, batch {c.batch_size}, {self.steps_per_epoch} steps/epoch; Adam lr {c.lr:g}; "
+                f"{what}, batch {c.batch_size}, {self.steps_per_epoch} steps/epoch; Adam lr {c.lr:g} "
+                f"({c.schedule} schedule{f', weight average {c.ema:g}' if c.ema else ''}); "
                 f"best checkpoint by {self.monitor}; run folder {self.run_dir}")
 
     def fit(self) -> TrainResult:
