@@ -323,3 +323,52 @@ def test_early_stopping_resumes_from_state():
     assert (a.best, a.best_epoch, a.epoch) == (b.best, b.best_epoch, b.epoch) == (1.5, 4, 8)
     with pytest.raises(ValueError, match="mode must be 'min' or 'max'"):
         EarlyStopping(mode="auto")
+
+
+# ------------------------------------------------------------- cosine schedule, weight average
+
+
+def test_cosine_annealing_follows_the_formula_and_resumes():
+    from numpyseg.optim.schedulers import CosineAnnealing
+
+    p = Parameter(np.zeros(2))
+    opt = SGD([("p", p)], lr=0.1)
+    schedule = CosineAnnealing(opt, total_steps=10, min_lr=0.01, warmup_steps=2)
+    rates = [opt.lr]
+    for _ in range(12):
+        schedule.step()
+        rates.append(opt.lr)
+    assert rates[0] == pytest.approx(0.05) and rates[1] == pytest.approx(0.1)   # warm-up 0.1 * (t+1)/2
+    for t in range(2, 11):                                                        # then the half cosine
+        expected = 0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * (t - 2) / 8))
+        assert rates[t] == pytest.approx(expected)
+    assert rates[10] == pytest.approx(0.01) and rates[12] == pytest.approx(0.01)  # stays at min_lr after
+    assert all(a >= b for a, b in zip(rates[1:], rates[2:]))
+    other = CosineAnnealing(SGD([("p", p)], lr=0.1), total_steps=10, min_lr=0.01, warmup_steps=2)
+    other.load_state_dict(schedule.state_dict())
+    assert other.optimizer.lr == opt.lr and other.t == 12
+    with pytest.raises(ValueError, match="warmup_steps"):
+        CosineAnnealing(opt, total_steps=3, warmup_steps=3)
+
+
+def test_weight_average_hand_computed_and_applied():
+    from numpyseg.optim.averaging import WeightAverage
+
+    p = Parameter(np.array([0.0, 10.0]))
+    average = WeightAverage([("w", p)], decay=0.5)
+    p.data[...] = [1.0, 20.0]
+    average.update()          # d = min(0.5, 1/10) = 0.1: avg = 0.1 * [0, 10] + 0.9 * [1, 20]
+    assert np.allclose(average.average["w"], [0.9, 19.0])
+    p.data[...] = [3.0, 0.0]
+    average.update()          # d = min(0.5, 2/11)
+    d = 2 / 11
+    assert np.allclose(average.average["w"], d * np.array([0.9, 19.0]) + (1 - d) * np.array([3.0, 0.0]))
+    expected = average.average["w"].copy()
+    with average.applied():
+        assert np.array_equal(p.data, expected)
+    assert np.array_equal(p.data, [3.0, 0.0])   # the trained weights come back
+    restored = WeightAverage([("w", Parameter(np.zeros(2)))], decay=0.5)
+    restored.load_state_dict(average.state_dict())
+    assert restored.updates == 2 and np.array_equal(restored.average["w"], expected)
+    with pytest.raises(ValueError, match="ema.w"):
+        restored.load_state_dict({"ema.updates": 1, "ema.w": np.zeros(3)})

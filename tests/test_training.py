@@ -342,3 +342,31 @@ def test_trainer_skips_the_image_gradient(tmp_path):
     trainer = Trainer(tiny(epochs=1), tmp_path / "run", log=lambda line: None)
     assert trainer.model.input_grad is False  # no step uses dL/d(image)
     assert SAUNetV2().input_grad is True      # while a model built by hand returns it
+
+
+def test_cosine_schedule_and_weight_average_resume_exactly(tmp_path):
+    options = dict(epochs=3, schedule="cosine", warmup_epochs=1, ema=0.9, early_stop=0)
+    straight = Trainer(tiny(**options), tmp_path / "a", log=quiet([])).fit()
+    Trainer(tiny(**{**options, "time_limit": 1e-9}), tmp_path / "b", log=quiet([])).fit()  # stops after epoch 1
+    resumed = Trainer(tiny(**{**options, "time_limit": None}), tmp_path / "b", resume=True, log=quiet([])).fit()
+    a, b = load_checkpoint(tmp_path / "a" / "last.npz"), load_checkpoint(tmp_path / "b" / "last.npz")
+    assert same_weights(a.model_state, b.model_state)
+    assert all(np.array_equal(a.optim_state[k], b.optim_state[k]) for k in a.optim_state)
+    assert any(k.startswith("ema.") for k in a.optim_state)
+    assert run_part(straight.history) == run_part(resumed.history)
+    rates = [row["lr"] for row in straight.history]
+    assert rates[0] > rates[1] > rates[2] == pytest.approx(TrainConfig().min_lr)   # cosine down to --min-lr
+    # the raw weights are scored beside the average; best.npz holds the average that was scored
+    assert all("raw_val_f1" in row and "val_f1" in row for row in straight.history)
+    best = load_checkpoint(tmp_path / "a" / "best.npz")
+    assert same_weights(best.model_state, {k[len("ema."):]: v for k, v in best.optim_state.items()
+                                           if k.startswith("ema.") and k != "ema.updates"})
+
+
+def test_schedule_options_are_checked():
+    with pytest.raises(T.ConfigError, match="--schedule"):
+        tiny(schedule="step")
+    with pytest.raises(T.ConfigError, match="--warmup-epochs"):
+        tiny(warmup_epochs=1)
+    with pytest.raises(T.ConfigError, match="--ema"):
+        tiny(ema=1.0)
