@@ -16,7 +16,7 @@ from numpyseg import atomic
 from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpyseg.cli.main import main
 from numpyseg.errors import ConfigError, TrainingDiverged
-from numpyseg.gradcheck import check_function
+from numpyseg.devtools.gradcheck import check_function
 from numpyseg.inference import load_model
 from numpyseg.losses.bce import BALANCED_MAX_WEIGHT, balanced_pos_weight, bce_with_logits, softplus
 from numpyseg.models import build_model
