@@ -283,7 +283,8 @@ class Prediction:
 
 def _check_options(tile, threshold: float | None = None) -> None:
     """Raise ConfigError for a tile that is not a multiple of 8 of at least MIN_TILE, or a threshold outside (0, 1)."""
-    from numpyseg.validate import check_threshold, check_tile
+    from numpyseg.inference import check_tile
+    from numpyseg.validate import check_threshold
 
     if tile is not None:
         check_tile(tile, "tile")

@@ -117,7 +117,8 @@ def run(args) -> int:
     from numpyseg.errors import ConfigError
     from numpyseg.metrics.segmentation import segmentation_metrics
     from numpyseg.prediction import check_explainable, load_trained, segment, write_outputs
-    from numpyseg.validate import check_threshold, check_tile
+    from numpyseg.inference import check_tile
+    from numpyseg.validate import check_threshold
 
     check_threshold(args.threshold)
     if args.label is not None and len(args.label) != len(args.images):
