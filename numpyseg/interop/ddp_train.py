@@ -117,7 +117,7 @@ def train_process(rank: int, world: int, job: Job) -> None:
     from numpyseg.atomic import atomic_write
     from numpyseg.interop.torch_reference import bce_mcc_loss, torch_twin
     from numpyseg.training import batches
-    from numpyseg.training.trainer import batch_size_hw, load_training_samples
+    from numpyseg.training.samples import load_training_samples
 
     cuda = job.backend == "nccl" or (job.backend == "auto" and torch.cuda.is_available())
     local = int(os.environ.get("LOCAL_RANK", rank))
@@ -134,7 +134,7 @@ def train_process(rank: int, world: int, job: Job) -> None:
         model = DistributedDataParallel(twin, device_ids=[local] if cuda else None)
         optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, eps=1e-7)
         samples = load_training_samples(c)
-        size = batch_size_hw(c, samples)
+        size = batches.batch_size_hw(c, samples)
         plan_rng = np.random.default_rng(c.seed)  # the same plan on every process
         augmenter = batches.make_augmenter(c, np.random.default_rng([c.seed, rank]))
         steps = c.steps_per_epoch or batches.default_steps([s.shape for s in samples], c.batch_size * world,
