@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "numpyseg"
 CORE = ("numpyseg", "numpyseg.kernels", "numpyseg.layers", "numpyseg.models", "numpyseg.losses",
         "numpyseg.optim", "numpyseg.errors", "numpyseg.validate")
 APPLICATION = ("numpyseg.__main__", "numpyseg.atomic", "numpyseg.checkpoint", "numpyseg.data",
-               "numpyseg.inference", "numpyseg.prediction", "numpyseg.training", "numpyseg.metrics",
-               "numpyseg.interop", "numpyseg.cli")
+               "numpyseg.inference", "numpyseg.prediction", "numpyseg.evaluation", "numpyseg.training",
+               "numpyseg.metrics", "numpyseg.interop", "numpyseg.cli")
 DEVTOOLS = ("numpyseg.devtools",)
 
 #: The only upward imports: the two commands that exist to run a developer tool.
