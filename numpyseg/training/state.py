@@ -171,7 +171,7 @@ def run_state(trainer) -> dict:
         "monitor": trainer.monitor,
         "best_value": trainer.best_value,
         "best_epoch": trainer.best_epoch,
-        "elapsed_s": trainer.elapsed_before + trainer._session_time(),
+        "elapsed_s": trainer.elapsed(),
         "train_images": [s.name for s in trainer.train_samples],
         "val_images": [s.name for s in trainer.val_samples],
         "val_pad_size": None if trainer.val_pad is None else list(trainer.val_pad),
@@ -212,7 +212,7 @@ def restore_run_state(trainer) -> None:
         trainer.epoch = int(checkpoint.epoch)
         trainer.plan = extra.get("plan")
         trainer.step_in_epoch = int(extra.get("step_in_epoch", 0))
-        trainer.epoch_stats = dict(extra.get("epoch_stats") or trainer._empty_stats())
+        trainer.epoch_stats = dict(extra.get("epoch_stats") or trainer.epoch_stats)  # fresh: empty
         trainer.history = list(extra.get("history", []))
         trainer.best_value = extra.get("best_value")
         trainer.best_epoch = extra.get("best_epoch")

@@ -386,7 +386,7 @@ class Trainer:
         record = {"epoch": self.epoch + 1, "steps": stats["steps"], "train_loss": train_loss, **scores,
                   "lr": lr_used, "images_per_s": stats["images"] / max(stats["train_time"], 1e-9),
                   "epoch_time_s": epoch_time,
-                  "elapsed_s": self.elapsed_before + self._session_time()}
+                  "elapsed_s": self.elapsed()}
         if not math.isfinite(record.get("val_loss", 0.0)):
             raise _NonFinite("the validation loss")
         value = record.get(self.monitor)
@@ -499,6 +499,10 @@ class Trainer:
 
     def _resume(self) -> None:
         restore_run_state(self)
+
+    def elapsed(self) -> float:
+        """Training time of the whole run so far (seconds), earlier sessions included."""
+        return self.elapsed_before + self._session_time()
 
     def _session_time(self) -> float:
         start = getattr(self, "_session_start", None)
