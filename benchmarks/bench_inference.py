@@ -6,7 +6,7 @@
     python benchmarks/bench_inference.py --json out.json # also keep the numbers
 
 The same command as `numpyseg benchmark`, with the same options (see
-numpyseg/benchmark.py for what is measured and how).  Run it on an otherwise idle
+numpyseg/devtools/benchmark.py for what is measured and how).  Run it on an otherwise idle
 machine: the engines are timed alternately, so their ratios survive some background
 load, but the absolute times do not.
 """

@@ -32,6 +32,7 @@ import numpy as np
 
 from numpyseg.data.padding import crop_to, default_pad_size, next_multiple, pad_to
 from numpyseg.layers.module import no_grad
+from numpyseg.validate import check_int
 
 #: Where `numpyseg evaluate` / `numpyseg predict` look for weights when none are given.
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "sa_unetv2_drive.npz"
@@ -40,6 +41,18 @@ SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "sa_unetv2_drive
 # radius (112 px for SA-UNetv2), so a tile of T pixels costs about (T + 224)^2 / T^2 times its
 # share of a whole-image pass: x9 at 112, x64 at 32.  Below 64 tiling only multiplies the work.
 MIN_TILE = 64
+
+
+def check_tile(value, option: str = "--tile") -> int:
+    """A tile side for exact tiled prediction: a multiple of 8 pixels, at least MIN_TILE.
+
+    Each tile is predicted inside a margin of the network's receptive radius, so
+    small tiles multiply the work (see MIN_TILE).
+
+    Raises:
+        ConfigError: not a whole number, below MIN_TILE or not a multiple of 8.
+    """
+    return check_int(option, value, low=MIN_TILE, multiple=8)
 
 
 def load_model(path):

@@ -283,7 +283,8 @@ class Prediction:
 
 def _check_options(tile, threshold: float | None = None) -> None:
     """Raise ConfigError for a tile that is not a multiple of 8 of at least MIN_TILE, or a threshold outside (0, 1)."""
-    from numpyseg.validate import check_threshold, check_tile
+    from numpyseg.inference import check_tile
+    from numpyseg.validate import check_threshold
 
     if tile is not None:
         check_tile(tile, "tile")
@@ -583,6 +584,35 @@ def check_outputs_free(paths, overwrite: bool = False) -> None:
                             f"--overwrite")
 
 
+def check_inputs(paths, labels, out, overwrite: bool = False, explain: bool = False) -> None:
+    """Read every image (and label) and check every output name before anything is written.
+
+    Args:
+        paths: the image files; labels: None or one label file per image, in order.
+        out: the output folder; overwrite, explain: as `write_outputs` / `segment`.
+    Raises:
+        DataError: two images with the same stem (their outputs would collide), an output
+            that exists (unless overwrite), an unreadable file, or a label whose size
+            differs from its image's.
+    """
+    from numpyseg.data.io import image_stem, read_label
+
+    stems = {}
+    for path in paths:
+        stem = image_stem(path)
+        if stem in stems:
+            raise DataError(f"{stems[stem]} and {path} would write the same outputs {stem}_*: rename one")
+        stems[stem] = path
+        check_outputs_free(output_paths(out, stem, bool(labels), explain).values(), overwrite)
+    for i, path in enumerate(paths):
+        image, _ = as_image(path)
+        if labels:
+            label = read_label(labels[i])
+            if label.shape != image.shape[:2]:
+                raise DataError(f"label {labels[i]} is {label.shape[0]}x{label.shape[1]} (HxW) but its image "
+                                f"{path} is {image.shape[0]}x{image.shape[1]}")
+
+
 def write_outputs(result: Segmentation, out, stem: str, label: np.ndarray | None = None,
                   overwrite: bool = False) -> dict[str, Path]:
     """Write an image's maps (see OUTPUT_SUFFIXES) into folder `out`, all or nothing.
@@ -663,3 +693,41 @@ def explanation_figure(explanation: Explanation, columns: int = 2):
         axes.set_axis_off()
         figure.colorbar(shown, ax=axes, shrink=0.8, label="gate s")
     return figure
+
+
+def segmentation_figure(image: np.ndarray, result: Segmentation, name: str = "the image"):
+    """A matplotlib Figure of three panels: the photograph, the probability map, the vessels over it.
+
+    Drawn on matplotlib's Agg canvas (no pyplot, no display); write it with `write_figure`.
+
+    Args:
+        image: float32 (H, W, 3) in [0, 1], the photograph `result` was segmented from.
+        result: segment()'s Segmentation of it.
+        name: the photograph's name, for the title.
+    Returns:
+        matplotlib.figure.Figure, 15 x 5.4 inches.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(15, 5.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    panels = [(image, "fundus photograph", None), (result.probability, "vessel probability", "gray"),
+              (result.overlay, f"vessels (p >= {result.threshold:g}) over the photograph", None)]
+    for axes, (picture, title, cmap) in zip(figure.subplots(1, 3), panels):
+        axes.imshow(picture, cmap=cmap, vmin=0, vmax=1)
+        axes.set_title(title)
+        axes.axis("off")
+    figure.suptitle(f"numpyseg SA-UNetv2 on {name}: {result.mask.mean() * 100:.1f}% of pixels are vessels")
+    return figure
+
+
+def write_figure(path, figure, dpi: int = 100) -> Path:
+    """Save a matplotlib Figure as a PNG, atomically (numpyseg.atomic); returns the path."""
+    import io
+
+    from numpyseg.atomic import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buffer.getvalue())

@@ -71,14 +71,3 @@ def check_number(option: str, value, *, low: float | None = None, high: float | 
 def check_threshold(value, option: str = "--threshold") -> float:
     """A probability threshold, strictly between 0 and 1 (0 marks every pixel, 1 none)."""
     return check_number(option, value, low=0.0, high=1.0, low_open=True, high_open=True)
-
-
-def check_tile(value, option: str = "--tile") -> int:
-    """A tile side for exact tiled prediction: a multiple of 8 pixels, at least inference.MIN_TILE.
-
-    Each tile is predicted inside a margin of the network's receptive radius, so
-    small tiles multiply the work (see numpyseg.inference.MIN_TILE).
-    """
-    from numpyseg.inference import MIN_TILE
-
-    return check_int(option, value, low=MIN_TILE, multiple=8)

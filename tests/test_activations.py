@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.layers.activations import (
     ReLU,
     Sigmoid,

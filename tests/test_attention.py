@@ -4,7 +4,7 @@ gradient check, PyTorch parity."""
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.layers.attention import (CrossScaleSpatialAttention, SpatialAttention, _sigmoid,
                                        cross_scale_attention_backward,
                                        cross_scale_attention_backward_reference,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpyseg import benchmark, benchmark_peers, roofline
+from numpyseg.devtools import benchmark, benchmark_peers, roofline
 from numpyseg.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_a_peer_that_disagrees_is_not_timed():
 
 def test_missing_engines_are_reported_not_raised(monkeypatch, torch):
     from numpyseg.models import SAUNetV2
-    from numpyseg.models.torch_reference import torch_twin
+    from numpyseg.interop.torch_reference import torch_twin
 
     monkeypatch.setattr(benchmark_peers, "installed", lambda *modules: "torch" in modules)
     peers, unavailable = benchmark_peers.inference_peers(torch_twin(SAUNetV2()), 16, 1, Path("unused"))
@@ -187,7 +187,7 @@ def test_roofline_yardsticks(monkeypatch):
 
 
 def test_library_does_not_import_the_command_line():
-    code = "import sys, numpyseg.benchmark; print(any(m.startswith('numpyseg.cli') for m in sys.modules))"
+    code = "import sys, numpyseg.devtools.benchmark; print(any(m.startswith('numpyseg.cli') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
     assert out.strip() == "False"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.layers.concat import Concat
 
 

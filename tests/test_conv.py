@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.kernels.im2col import col2im, col2im_reference, im2col, im2col_reference
 from numpyseg.layers.conv import Conv2d, conv2d_naive
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.kernels.transpose import (col2im_strided, col2im_strided_reference, im2col_strided,
                                         im2col_strided_reference)
 from numpyseg.layers.conv_transpose import (ConvTranspose2d, conv_transpose2d_backward,

@@ -4,7 +4,7 @@ frozen-mask gradient check, bad input."""
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.kernels.dropblock import (
     apply_mask,
     apply_mask_reference,

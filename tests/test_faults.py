@@ -16,12 +16,14 @@ from numpyseg import atomic
 from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpyseg.cli.main import main
 from numpyseg.errors import ConfigError, TrainingDiverged
-from numpyseg.gradcheck import check_function
+from numpyseg.devtools.gradcheck import check_function
 from numpyseg.inference import load_model
 from numpyseg.losses.bce import BALANCED_MAX_WEIGHT, balanced_pos_weight, bce_with_logits, softplus
 from numpyseg.models import build_model
 from numpyseg.training import trainer as T
 from numpyseg.training.config import TrainConfig
+from numpyseg.training.interrupts import InterruptGuard
+from numpyseg.training.state import check_run_folder
 from numpyseg.training.trainer import Trainer
 
 TINY = dict(synthetic_count=6, synthetic_size=32, batch_size=2, base_channels=8, val_count=2, block_size=3)
@@ -214,7 +216,7 @@ def test_train_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["train", "--out", str(a_file)] + TINY_ARGS) == 2
     assert "is a file, not a folder" in error_line(capsys, "train")
     with pytest.raises(ConfigError, match="nothing to resume"):
-        T.check_run_folder(tmp_path / "empty", resume=True, overwrite=False)
+        check_run_folder(tmp_path / "empty", resume=True, overwrite=False)
 
 
 def test_evaluate_json_replaces_only_its_own_score_file(tmp_path, capsys):
@@ -268,7 +270,7 @@ def test_no_handler_is_installed_outside_the_main_thread():
     seen = {}
 
     def enter():
-        with T._InterruptGuard(lambda line: None) as guard:
+        with InterruptGuard(lambda line: None) as guard:
             seen["installed"] = dict(guard._previous)
 
     thread = threading.Thread(target=enter)

@@ -101,7 +101,7 @@ def test_export_refuses_a_wrong_suffix_and_an_existing_file(tmp_path, capsys):
 # ------------------------------------------------------------------ PyTorch
 @pytest.mark.parametrize("cls", [SAUNetV2, SAUNet])
 def test_torch_round_trip_gives_identical_arrays_and_predictions(cls, torch, tmp_path):
-    from numpyseg.models.torch_reference import torch_twin
+    from numpyseg.interop.torch_reference import torch_twin
 
     model = tiny(cls)
     weights = save_weights(model, tmp_path / "w.npz")
@@ -157,7 +157,7 @@ def test_run_folder_source_takes_best_npz(torch, tmp_path, capsys):
 @pytest.mark.parametrize("pos_weight", [1.0, 3.0])
 def test_torch_loss_is_numpysegs_loss(torch, pos_weight):
     from numpyseg.losses import bce_mcc_loss as numpy_loss
-    from numpyseg.models.torch_reference import bce_mcc_loss
+    from numpyseg.interop.torch_reference import bce_mcc_loss
 
     rng = np.random.default_rng(4)
     z = rng.normal(0, 2, (2, 8, 8, 1))
@@ -181,7 +181,7 @@ def test_ddp_training_on_two_cpu_processes_comes_back_into_numpyseg(torch, tmp_p
     import numpyseg
     from numpyseg.interop.ddp_train import build_parser, initial_model, job_from_args
     from numpyseg.interop.torch_bridge import model_from_torch
-    from numpyseg.models.torch_reference import torch_twin
+    from numpyseg.interop.torch_reference import torch_twin
 
     out = tmp_path / "ddp.pt"
     argv = ["--synthetic-count", "4", "--synthetic-size", "32", "--base-channels", "8", "--block-size", "3",

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_function
+from numpyseg.devtools.gradcheck import check_function
 from numpyseg.losses.bce import BCEWithLogits, balanced_pos_weight, bce_with_logits, sigmoid, softplus
 from numpyseg.losses.combined import BCEMCCLoss, bce_mcc_loss
 from numpyseg.losses.mcc import MCC_EPS, MCCLoss, mcc_loss

@@ -4,7 +4,7 @@ PyTorch parity, determinism, and learning on a tiny batch."""
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.layers.module import no_grad
 from numpyseg.models import SAUNet, SAUNetV2, build_model
 
@@ -164,7 +164,7 @@ def test_tiny_batch_is_learned():
 
 @pytest.mark.parametrize("arch", ["sa_unetv2", "sa_unet"])
 def test_whole_model_matches_torch(torch, arch):
-    from numpyseg.models.torch_reference import torch_grads_as_numpy, torch_twin
+    from numpyseg.interop.torch_reference import torch_grads_as_numpy, torch_twin
 
     # v1 in eval mode, for the reason given in test_whole_model_gradient_check
     training = arch == "sa_unetv2"

@@ -4,7 +4,7 @@ gradient checks, running statistics, PyTorch parity, bad input."""
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.kernels.groupnorm import (
     groupnorm_backward_fast,
     groupnorm_backward_reference,

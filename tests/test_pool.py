@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from numpyseg.gradcheck import check_module
+from numpyseg.devtools.gradcheck import check_module
 from numpyseg.kernels.pool import (maxpool_backward, maxpool_backward_reference, maxpool_forward,
                                    maxpool_forward_reference)
 from numpyseg.layers.pool import MaxPool2d

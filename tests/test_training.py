@@ -17,7 +17,9 @@ from numpyseg.training import batches
 from numpyseg.training import trainer as T
 from numpyseg.training.config import TrainConfig, merge_for_resume
 from numpyseg.training.logs import read_history_csv
-from numpyseg.training.trainer import Trainer, TrainingDiverged, split_validation
+from numpyseg.training.samples import split_validation
+from numpyseg.training.state import generator_states, set_generator_states
+from numpyseg.training.trainer import Trainer, TrainingDiverged
 
 TINY = dict(synthetic_count=6, synthetic_size=32, batch_size=2, base_channels=8, val_count=2, block_size=3,
             epochs=2)
@@ -306,8 +308,8 @@ def test_generator_states_round_trip():
     a = build_model({"arch": "sa_unetv2", "base_channels": 8, "seed": 1})
     b = build_model({"arch": "sa_unetv2", "base_channels": 8, "seed": 2})
     a.enc1.block1.drop.rng.random(5)
-    state = json.loads(json.dumps(T.generator_states(a)))
-    T.set_generator_states(b, state)
+    state = json.loads(json.dumps(generator_states(a)))
+    set_generator_states(b, state)
     assert b.enc1.block1.drop.rng.random() == a.enc1.block1.drop.rng.random()
     assert len(state["generators"]) == 1  # one generator shared by every DropBlock
     assert len(state["owners"]) == 14  # one DropBlock per ConvBlock: 6 stages x 2 + 2 in the bottleneck

@@ -1,6 +1,6 @@
 """`numpyseg benchmark`: time SA-UNetv2 against PyTorch, ONNX Runtime and OpenVINO.
 
-Parses the options, calls numpyseg.benchmark (which does the work and returns the
+Parses the options, calls numpyseg.devtools.benchmark (which does the work and returns the
 results) and prints them.
 """
 
@@ -35,7 +35,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from numpyseg import benchmark
+    from numpyseg.devtools import benchmark
     from numpyseg.training.config import MAX_BATCH_SIZE
     from numpyseg.validate import check_int
 

@@ -33,16 +33,10 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from numpyseg.cli.predict import progress_printer
     from numpyseg.data.io import read_image, write_png
     from numpyseg.errors import ConfigError
-    from numpyseg.prediction import check_outputs_free, load_trained, segment
-    from numpyseg.training.logs import atomic_write_bytes
+    from numpyseg.prediction import check_outputs_free, load_trained, segment, segmentation_figure, write_figure
     from numpyseg.validate import check_threshold
 
     check_threshold(args.threshold)
@@ -58,25 +52,10 @@ def run(args) -> int:
     image = read_image(args.image)
     result = segment(args.image, trained, threshold=args.threshold, rescale=args.rescale,
                      progress=progress_printer(args.quiet))
-    prob, mask = result.probability, result.mask
     seconds = time.monotonic() - start
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4))
-    panels = [(image, "fundus photograph", None), (prob, "vessel probability", "gray"),
-              (result.overlay, f"vessels (p >= {args.threshold:g}) over the photograph", None)]
-    for ax, (picture, title, cmap) in zip(axes, panels):
-        ax.imshow(picture, cmap=cmap, vmin=0, vmax=1)
-        ax.set_title(title)
-        ax.axis("off")
-    fig.suptitle(f"numpyseg SA-UNetv2 on {Path(args.image).name}: {mask.mean() * 100:.1f}% of pixels are vessels")
-    fig.tight_layout()
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(out, buffer.getvalue())
-    write_png(prob_path, prob)
-    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, vessels {mask.mean() * 100:.1f}% of pixels, "
+    write_figure(out, segmentation_figure(image, result, Path(args.image).name))
+    write_png(prob_path, result.probability)
+    print(f"{args.image}: {image.shape[1]}x{image.shape[0]}, vessels {result.mask.mean() * 100:.1f}% of pixels, "
           f"{seconds:.1f} s -> {out}, {prob_path}")
     return 0

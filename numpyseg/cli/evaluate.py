@@ -17,9 +17,7 @@ shows the means over images.
 
 from __future__ import annotations
 
-import json
 import math
-import time
 
 from numpyseg.cli.predict import add_progress_argument, add_rescale_arguments
 from numpyseg.prediction import resolve_weights
@@ -29,8 +27,6 @@ HELP = "score a model on a dataset: Acc, Sen, Spe, F1, IoU, MCC, AUC (whole imag
 COLUMNS = (("accuracy", "Acc"), ("sensitivity", "Sen"), ("specificity", "Spe"), ("f1", "F1"),
            ("iou", "IoU"), ("mcc", "MCC"), ("auc", "AUC"))
 REGIONS = (("whole", "whole image"), ("fov", "inside FOV"))
-#: Keys every --json score file has; an existing file with them may be replaced.
-SCORE_KEYS = ("weights", "dataset", "split", "threshold", "images")
 
 
 def add_arguments(parser):
@@ -67,25 +63,6 @@ def add_arguments(parser):
                         help="--dataset synthetic: seed (the test split uses its own images)")
 
 
-def _load_samples(args):
-    from numpyseg.data.datasets import load_dataset, load_folder
-    from numpyseg.data.io import DataError
-
-    name = args.dataset
-    split = args.split
-    if name == "synthetic":
-        size = int(args.synthetic_size)
-        return load_dataset("synthetic", split=split or "test", n=int(args.synthetic_count),
-                            size=(size, size), seed=int(args.seed))
-    if name == "folder" and args.images:
-        if not args.labels:
-            raise DataError("--dataset folder with --images also needs --labels DIR (scoring needs labels)")
-        return load_folder(args.images, args.labels, args.masks)
-    if args.data_root is None:
-        raise DataError(f"--dataset {name} needs --data-root DIR (the folder holding the dataset)")
-    return load_dataset(name, args.data_root, split or "test")
-
-
 def _cell(value) -> str:
     return "   -  " if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
@@ -110,16 +87,6 @@ def format_table(result: dict, per_image: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def check_arguments(args) -> None:
     """Validate the numeric options, and that --json replaces nothing but an earlier score file.
 
@@ -127,6 +94,7 @@ def check_arguments(args) -> None:
         ConfigError: one line naming the option and its allowed range.
     """
     from numpyseg.atomic import is_json_with_keys, refuse_to_overwrite
+    from numpyseg.evaluation import SCORE_KEYS
     from numpyseg.training.config import MAX_BATCH_SIZE, MAX_SYNTHETIC_COUNT, MAX_SYNTHETIC_SIZE
     from numpyseg.validate import check_int, check_threshold
 
@@ -145,48 +113,29 @@ def check_arguments(args) -> None:
 
 def run(args) -> int:
     from numpyseg.cli.predict import progress_printer
-    from numpyseg.data.io import DataError
-    from numpyseg.inference import dataset_pad_size
-    from numpyseg.metrics.segmentation import evaluate_dataset
-    from numpyseg.prediction import load_trained, predict_samples
-    from numpyseg.training.logs import atomic_write_bytes
+    from numpyseg.evaluation import evaluate, load_scored_samples, score_document, write_scores
+    from numpyseg.prediction import load_trained
 
     check_arguments(args)
     weights = resolve_weights(args.weights)
     trained = load_trained(weights, args.fov_diameter)
-    checkpoint = trained.checkpoint
-    samples = _load_samples(args)
-    if args.limit is not None:
-        samples = samples[:args.limit]
-    missing = [s.name for s in samples if s.label is None]
-    if missing:
-        raise DataError(f"image {missing[0]} has no label: evaluation needs a label for every image")
-    pad = dataset_pad_size(args.dataset, [s.shape for s in samples])
-
-    start = time.monotonic()
-    probs, predictions = predict_samples(trained, samples, pad_size=pad, rescale=args.rescale, tta=args.tta,
-                                         batch_size=args.batch_size, progress=progress_printer(args.quiet))
-    seconds = time.monotonic() - start
-    result = evaluate_dataset(probs, [s.label for s in samples], [s.fov for s in samples],
-                              threshold=args.threshold, names=[s.name for s in samples])
+    samples = load_scored_samples(args.dataset, args.data_root, args.split, images=args.images, labels=args.labels,
+                                  masks=args.masks, synthetic_count=args.synthetic_count,
+                                  synthetic_size=args.synthetic_size, seed=args.seed, limit=args.limit)
+    result = evaluate(trained, samples, args.dataset, threshold=args.threshold, rescale=args.rescale,
+                      tta=args.tta, batch_size=args.batch_size, progress=progress_printer(args.quiet))
 
     split = args.split or "test"
+    pad = result.pad_size
     pad_text = f"padded to {pad[0]}x{pad[1]}" if pad else "padded to multiples of 8"
-    scales = [p.scale for p in predictions]
-    rescaled = sum(scale != 1.0 for scale in scales)
-    scale_text = f", {rescaled} resized to the trained FOV scale" if rescaled else ""
+    scale_text = f", {result.rescaled} resized to the trained FOV scale" if result.rescaled else ""
     tta_text = ", test-time augmentation" if args.tta else ""
-    print(f"{checkpoint.config.get('arch', 'model')} ({weights}) on {args.dataset} {split}: {len(samples)} images "
-          f"{pad_text}{scale_text}{tta_text}, threshold {args.threshold:g}, "
-          f"{seconds / max(len(samples), 1):.2f} s/image")
-    print(format_table(result, args.per_image))
+    print(f"{trained.checkpoint.config.get('arch', 'model')} ({weights}) on {args.dataset} {split}: "
+          f"{len(samples)} images {pad_text}{scale_text}{tta_text}, threshold {args.threshold:g}, "
+          f"{result.seconds_per_image:.2f} s/image")
+    print(format_table(result.scores, args.per_image))
     if args.json:
-        document = {"weights": str(weights), "config": checkpoint.config, "epoch": checkpoint.epoch,
-                    "dataset": args.dataset, "split": split, "threshold": args.threshold,
-                    "pad_size": list(pad) if pad else None, "images": len(samples),
-                    "rescale": args.rescale, "trained_fov_diameter": trained.fov_diameter, "tta": args.tta,
-                    "scales": dict(zip([s.name for s in samples], scales)),
-                    "seconds_per_image": seconds / max(len(samples), 1), **result}
-        atomic_write_bytes(args.json, (json.dumps(_json_safe(document), indent=2) + "\n").encode())
+        write_scores(args.json, score_document(result, trained, weights, dataset=args.dataset, split=split,
+                                               threshold=args.threshold, rescale=args.rescale, tta=args.tta))
         print(f"scores written to {args.json}")
     return 0

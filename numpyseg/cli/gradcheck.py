@@ -14,7 +14,7 @@ def run(args):
 
     import numba
 
-    from numpyseg.gradcheck_suite import LAYER_CHECKS, MODEL_CHECKS
+    from numpyseg.devtools.gradcheck_suite import LAYER_CHECKS, MODEL_CHECKS
     from numpyseg.validate import check_int
 
     check_int("--seed", args.seed, low=0)

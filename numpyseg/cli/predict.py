@@ -91,33 +91,13 @@ def add_arguments(parser):
     add_progress_argument(parser)
 
 
-def _check_inputs(paths, labels, out, overwrite, explain=False):
-    """Read every input and check every output name before writing anything."""
-    from numpyseg.data.io import DataError, image_stem, read_label
-    from numpyseg.prediction import as_image, check_outputs_free, output_paths
-
-    stems = {}
-    for path in paths:
-        stem = image_stem(path)
-        if stem in stems:
-            raise DataError(f"{stems[stem]} and {path} would write the same outputs {stem}_*: rename one")
-        stems[stem] = path
-        check_outputs_free(output_paths(out, stem, bool(labels), explain).values(), overwrite)
-    for i, path in enumerate(paths):
-        image, _ = as_image(path)
-        if labels:
-            label = read_label(labels[i])
-            if label.shape != image.shape[:2]:
-                raise DataError(f"label {labels[i]} is {label.shape[0]}x{label.shape[1]} (HxW) but its image "
-                                f"{path} is {image.shape[0]}x{image.shape[1]}")
-
-
 def run(args) -> int:
     from numpyseg.data.io import image_stem, read_label
     from numpyseg.errors import ConfigError
     from numpyseg.metrics.segmentation import segmentation_metrics
-    from numpyseg.prediction import check_explainable, load_trained, segment, write_outputs
-    from numpyseg.validate import check_threshold, check_tile
+    from numpyseg.prediction import check_explainable, check_inputs, load_trained, segment, write_outputs
+    from numpyseg.inference import check_tile
+    from numpyseg.validate import check_threshold
 
     check_threshold(args.threshold)
     if args.label is not None and len(args.label) != len(args.images):
@@ -131,7 +111,7 @@ def run(args) -> int:
     trained = load_trained(args.weights, args.fov_diameter)
     if args.explain:
         check_explainable(trained.model, args.tile, args.tta)
-    _check_inputs(args.images, args.label, out, args.overwrite, args.explain)
+    check_inputs(args.images, args.label, out, args.overwrite, args.explain)
     progress = progress_printer(args.quiet)
 
     for i, path in enumerate(args.images):

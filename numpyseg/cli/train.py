@@ -145,24 +145,21 @@ _NOT_CONFIG = {"command", "run", "out", "resume", "overwrite", "argv", "quiet"}
 
 
 def run(args) -> int:
-    from numpyseg.checkpoint import CheckpointError, load_checkpoint
     from numpyseg.cli.predict import progress_printer
     from numpyseg.training.config import TrainConfig, merge_for_resume
-    from numpyseg.training.trainer import LAST, STATE_FORMAT, Trainer, check_run_folder
+    from numpyseg.training.state import LAST, check_run_folder, saved_run
+    from numpyseg.training.trainer import Trainer
 
     given = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     out = Path(args.out)
     last = out / LAST
     check_run_folder(out, resume=args.resume, overwrite=args.overwrite)
     if args.resume:
-        checkpoint = load_checkpoint(last)
-        if checkpoint.extra.get("format") != STATE_FORMAT or "train_config" not in checkpoint.extra:
-            raise CheckpointError(f"checkpoint {last}: not a training state written by numpyseg train")
-        saved = TrainConfig.from_dict(checkpoint.extra["train_config"])
+        saved, done = saved_run(out)
         config = merge_for_resume(saved, given)
-        if checkpoint.epoch >= config.epochs:
-            print(f"the run in {out} has already finished {checkpoint.epoch} epochs; pass --epochs N "
-                  f"(N > {checkpoint.epoch}) to train further")
+        if done >= config.epochs:
+            print(f"the run in {out} has already finished {done} epochs; pass --epochs N "
+                  f"(N > {done}) to train further")
             return 0
     else:
         config = TrainConfig(**given)

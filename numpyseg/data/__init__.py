@@ -1,10 +1,11 @@
 """Reading retinal datasets, synthetic fundus images, padding and augmentation."""
 
 from numpyseg.data.augment import Augmenter, iterate_batches
-from numpyseg.data.datasets import (Sample, load_chase, load_dataset, load_drive, load_folder,
+from numpyseg.data.datasets import (load_chase, load_dataset, load_drive, load_folder,
                                     load_stare)
 from numpyseg.data.fov import derive_fov
 from numpyseg.data.io import DataError, image_stem, read_image, read_label, read_mask, write_png
+from numpyseg.data.sample import Sample
 from numpyseg.data.padding import crop_to, default_pad_size, next_multiple, pad_to, pad_to_multiple
 from numpyseg.data.synthetic import make_dataset, make_fundus
 

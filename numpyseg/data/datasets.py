@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,37 +59,7 @@ import numpy as np
 from numpyseg.data.fov import derive_fov
 from numpyseg.data.io import (DataError, binarise, grey_fraction, image_stem, is_image_file, is_photograph,
                               read_image, read_levels, warn_data)
-
-
-@dataclass(eq=False)
-class Sample:
-    """One image with its label and field of view.
-
-    Attributes:
-        name: identifier, e.g. '21_training', 'im0001', 'Image_01L'.
-        image: float32 (H, W, 3) in [0, 1].
-        label: uint8 (H, W) of 0/1, or None for unlabelled images.
-        fov: uint8 (H, W) of 0/1.
-    """
-
-    name: str
-    image: np.ndarray
-    label: np.ndarray | None
-    fov: np.ndarray
-
-    def __post_init__(self):
-        shape = self.image.shape
-        if self.image.ndim != 3 or shape[2] != 3:
-            raise ValueError(f"Sample {self.name}: image must be (H, W, 3), got shape {shape}")
-        if self.label is not None and self.label.shape != shape[:2]:
-            raise ValueError(f"Sample {self.name}: label shape {self.label.shape} differs from image {shape[:2]}")
-        if self.fov.shape != shape[:2]:
-            raise ValueError(f"Sample {self.name}: fov shape {self.fov.shape} differs from image {shape[:2]}")
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """(H, W) of the image."""
-        return self.image.shape[:2]
+from numpyseg.data.sample import Sample
 
 
 def _hw(array: np.ndarray) -> str:

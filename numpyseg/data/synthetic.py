@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.data.datasets import Sample
+from numpyseg.data.sample import Sample
 
 _VESSEL_CHANNELS = np.array([0.35, 1.0, 0.7], dtype=np.float64)
 

@@ -1,7 +1,7 @@
 """When one CPU is not enough: train the PyTorch twin with DistributedDataParallel.
 
 The network is numpyseg's own (its initialisation, or weights you give with --init),
-run as its PyTorch twin (numpyseg.models.torch_reference); the data come from
+run as its PyTorch twin (numpyseg.interop.torch_reference); the data come from
 numpyseg's loaders, augmenter and batch maker (numpyseg.training), and the loss is
 the same 0.5 * WBCE + 0.5 * (1 - soft MCC) (torch_reference.bce_mcc_loss), with Adam
 (eps 1e-7, as numpyseg).  The result is a state dict (.pt) that
@@ -115,9 +115,9 @@ def train_process(rank: int, world: int, job: Job) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from numpyseg.atomic import atomic_write
-    from numpyseg.models.torch_reference import bce_mcc_loss, torch_twin
+    from numpyseg.interop.torch_reference import bce_mcc_loss, torch_twin
     from numpyseg.training import batches
-    from numpyseg.training.trainer import batch_size_hw, load_training_samples
+    from numpyseg.training.samples import load_training_samples
 
     cuda = job.backend == "nccl" or (job.backend == "auto" and torch.cuda.is_available())
     local = int(os.environ.get("LOCAL_RANK", rank))
@@ -134,7 +134,7 @@ def train_process(rank: int, world: int, job: Job) -> None:
         model = DistributedDataParallel(twin, device_ids=[local] if cuda else None)
         optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, eps=1e-7)
         samples = load_training_samples(c)
-        size = batch_size_hw(c, samples)
+        size = batches.batch_size_hw(c, samples)
         plan_rng = np.random.default_rng(c.seed)  # the same plan on every process
         augmenter = batches.make_augmenter(c, np.random.default_rng([c.seed, rank]))
         steps = c.steps_per_epoch or batches.default_steps([s.shape for s in samples], c.batch_size * world,

@@ -1,4 +1,4 @@
-"""numpyseg weights <-> a state dict of the PyTorch twin (numpyseg.models.torch_reference).
+"""numpyseg weights <-> a state dict of the PyTorch twin (numpyseg.interop.torch_reference).
 
 Optional: needs PyTorch (`pip install numpyseg[parity]`).
 
@@ -32,9 +32,9 @@ from numpyseg.interop.weights import load_weights, require
 
 
 def _torch_reference():
-    """numpyseg.models.torch_reference, or ConfigError naming the extra to install."""
+    """numpyseg.interop.torch_reference, or ConfigError naming the extra to install."""
     require("torch", "parity")
-    from numpyseg.models import torch_reference
+    from numpyseg.interop import torch_reference
 
     return torch_reference
 

@@ -23,7 +23,7 @@ def weights_path(source, which: str = "best") -> Path:
     Raises:
         CheckpointError: the path does not exist, or the folder holds no best.npz.
     """
-    from numpyseg.training.trainer import BEST, LAST
+    from numpyseg.training.state import BEST, LAST
 
     source = Path(source)
     if source.is_dir():

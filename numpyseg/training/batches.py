@@ -26,6 +26,7 @@ import math
 import numpy as np
 
 from numpyseg.data.augment import Augmenter
+from numpyseg.data.padding import default_pad_size, next_multiple
 
 
 def plan_epoch(rng: np.random.Generator, n_images: int, batch_size: int, steps: int,
@@ -52,6 +53,25 @@ def default_steps(image_shapes, batch_size: int, patch_size: int) -> int:
         return math.ceil(len(image_shapes) / batch_size)
     area = sum(int(h) * int(w) for h, w in image_shapes)
     return max(1, math.ceil(area / (batch_size * patch_size * patch_size)))
+
+
+def batch_size_hw(config, samples) -> tuple[int, int]:
+    """(H, W) of a training batch: the patch, or the dataset's padded size.
+
+    Whole images are padded as the authors did (592 for DRIVE, 704 for STARE,
+    else each side up to a multiple of 8); with rot90 augmentation on a
+    non-square size both sides take the longer one, since a quarter turn swaps H and W.
+    """
+    if config.patch_size > 0:
+        return config.patch_size, config.patch_size
+    height = max(s.shape[0] for s in samples)
+    width = max(s.shape[1] for s in samples)
+    ph, pw = default_pad_size(config.dataset, (height, width))
+    if ph < height or pw < width:  # a DRIVE/STARE-named folder with larger images
+        ph, pw = next_multiple(height, 8), next_multiple(width, 8)
+    if config.augment and config.rot90 and ph != pw:
+        ph = pw = max(ph, pw)
+    return ph, pw
 
 
 def make_augmenter(config, rng: np.random.Generator) -> Augmenter:

@@ -1,6 +1,6 @@
 """Turn a finished training run into a weights file for `predict`, `evaluate` and `demo`.
 
-A run folder (see numpyseg.training.trainer) holds best.npz / last.npz, which carry
+A run folder (see numpyseg.training.state) holds best.npz / last.npz, which carry
 the Adam moments and everything a resume needs: about three times the size of the
 weights.  `export_run` keeps only the model weights, and writes beside them the
 record a reader needs to trust them:

@@ -1,4 +1,4 @@
-"""The training loop behind `numpyseg train`: data, steps, validation, checkpoints, resume.
+"""The training loop behind `numpyseg train`: the step, validation, the epoch loop.
 
 One optimisation step on a batch (x, y, m) of images, labels and loss mask:
 
@@ -17,21 +17,13 @@ ReduceLROnPlateau (factor 0.5, patience 10, min 1e-6) and early stopping
 default) picks best.npz.  last.npz is written after every epoch; both through
 the atomic checkpoint writer.
 
-Resuming continues the *same* run.  last.npz carries, besides the weights and
-the Adam moments, in its JSON `extra`: the run's config, the history, the
-scheduler and early-stopping states, the states of every random generator (the
-data generator used for shuffling, cropping and augmentation, and the model's
-DropBlock generator), the current epoch's plan of batches and how many of its
-steps are done.  A run interrupted and resumed therefore produces the same
-weights and the same history as one that was never interrupted.
+Read `Trainer.train_step`, `Trainer.validate` and `Trainer.fit` first; the rest
+is bookkeeping, kept in its own modules:
 
-Interruptions: the first Ctrl-C (SIGINT) or SIGTERM (sent by `timeout`, job
-schedulers, `kill`) asks the loop to stop at the end of the current step; the
-state is then saved to last.npz and `fit` returns with status 'interrupted' and
-a message saying how to resume.  A second signal quits at once without saving
-(last.npz from the previous epoch stays).  A process killed outright (kill -9)
-can leave a half-written temporary checkpoint; the next `fit` in that folder
-deletes it (numpyseg.atomic.remove_stale_temporaries).
+    numpyseg.training.samples     the training images and the validation split
+    numpyseg.training.batches     epoch plans and mini-batches (augmentation, loss masks)
+    numpyseg.training.state       the run folder's files; what last.npz holds for an exact resume
+    numpyseg.training.interrupts  Ctrl-C / SIGTERM: stop after the step, save, say how to resume
 
 Divergence: a step whose loss, logits, weights or Adam moments are NaN/inf, or
 whose loss exceeds DIVERGENCE_FACTOR (100) times the run's first loss, stops the
@@ -41,10 +33,7 @@ state (`save` checks), so last.npz and best.npz on disk stay the last good ones.
 
 from __future__ import annotations
 
-import json
 import math
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,91 +41,32 @@ from pathlib import Path
 import numpy as np
 
 from numpyseg.atomic import remove_stale_temporaries
-from numpyseg.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
-from numpyseg.data.datasets import load_dataset, load_folder
+from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpyseg.data.io import DataError
-from numpyseg.data.padding import default_pad_size, next_multiple
 from numpyseg.inference import dataset_pad_size, predict_logits, sigmoid
 from numpyseg.losses.combined import bce_mcc_loss
 from numpyseg.metrics.segmentation import segmentation_metrics
 from numpyseg.models.unet import build_model
 from numpyseg.optim.adam import Adam
-from numpyseg.optim.averaging import PREFIX as AVERAGE_PREFIX
 from numpyseg.optim.averaging import WeightAverage
 from numpyseg.optim.schedulers import CosineAnnealing, EarlyStopping, ReduceLROnPlateau
 from numpyseg.prediction import training_fov_diameter
 from numpyseg.training import batches as batching
 from numpyseg.training import logs
 from numpyseg.training.config import MONITORS, TrainConfig
+from numpyseg.training.interrupts import InterruptGuard
 from numpyseg.training.portable import portable_config
+from numpyseg.training.samples import check_labelled, load_training_samples, split_validation
+from numpyseg.training.state import (BEST, CURVES, HISTORY_CSV, HISTORY_JSON, LAST, RUN_FILES, OptimiserState,
+                                     generator_states, restore_run_state, run_state, set_generator_states)
 from numpyseg.errors import ConfigError, TrainingDiverged
 
-LAST, BEST = "last.npz", "best.npz"
-HISTORY_CSV, HISTORY_JSON, CURVES = "history.csv", "history.json", "curves.png"
-#: Every file a run writes into its folder.
-RUN_FILES = (LAST, BEST, HISTORY_CSV, HISTORY_JSON, CURVES)
 #: A step loss above this many times the run's first step loss counts as divergence.
 DIVERGENCE_FACTOR = 100.0
-STATE_FORMAT = "numpyseg-train-state-1"
 
-# Fixed tags mixed into the seed, so the validation split and the data stream
-# are independent of each other and of the model's initialisation.
-_SPLIT_TAG, _DATA_TAG = 101, 202
-
-
-
-
-class _NonFinite(Exception):
-    """Raised inside the loop when `what` diverged; `fit` turns it into TrainingDiverged."""
-
-    def __init__(self, what: str, problem: str = "became NaN/inf"):
-        super().__init__(what)
-        self.what = what
-        self.problem = problem
-
-
-def _first_non_finite(named_arrays) -> str | None:
-    """The name of the first (name, array) pair holding a NaN or infinity, else None."""
-    for name, value in named_arrays:
-        if not np.isfinite(value).all():
-            return name
-    return None
-
-
-# ------------------------------------------------------------------- run folder
-
-
-def check_run_folder(out, *, resume: bool, overwrite: bool) -> None:
-    """Refuse a `train --out` folder whose files a new run or a resume would destroy.
-
-    A new run needs an absent or empty folder, or one holding only a run's own
-    files (RUN_FILES, leftover temporaries), and with last.npz present --overwrite;
-    a resume needs last.npz.
-
-    Raises:
-        ConfigError: one line saying what is in the way and what to do.
-    """
-    out, last = Path(out), Path(out) / LAST
-    if resume:
-        if overwrite:
-            raise ConfigError("--resume and --overwrite contradict each other: pass one of them")
-        if not last.exists():
-            raise ConfigError(f"--resume: {last} not found (nothing to resume in {out}): drop --resume "
-                              f"to start a new run")
-        return
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder: choose a folder for the run")
-    if last.exists() and not overwrite:
-        raise ConfigError(f"{out} already holds a run ({last}): pass --resume to continue it, "
-                          f"--overwrite to start again, or choose another --out")
-    if out.is_dir():
-        temporaries = [f".{name}." for name in RUN_FILES]
-        foreign = sorted(entry.name for entry in out.iterdir()
-                         if entry.name not in RUN_FILES and not entry.name.startswith(tuple(temporaries)))
-        if foreign:
-            raise ConfigError(f"--out {out} is not empty and holds no numpyseg run (it has {foreign[0]}"
-                              f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}): choose a "
-                              f"new or empty folder")
+# A fixed tag mixed into the seed, so the data stream is independent of the
+# validation split and of the model's initialisation.
+_DATA_TAG = 202
 
 
 @dataclass
@@ -156,208 +86,21 @@ class TrainResult:
     message: str = ""
 
 
-# ----------------------------------------------------------------------------- data
+class _NonFinite(Exception):
+    """Raised inside the loop when `what` diverged; `fit` turns it into TrainingDiverged."""
+
+    def __init__(self, what: str, problem: str = "became NaN/inf"):
+        super().__init__(what)
+        self.what = what
+        self.problem = problem
 
 
-def _check_labelled(samples, what: str):
-    for s in samples:
-        if s.label is None:
-            raise DataError(f"{what} image {s.name} has no label: training needs a label for every image")
-    return samples
-
-
-def load_training_samples(config: TrainConfig):
-    """All labelled training images of the configured dataset (before the split)."""
-    name = config.dataset
-    if name == "synthetic":
-        size = int(config.synthetic_size)
-        samples = load_dataset("synthetic", split="training", n=int(config.synthetic_count),
-                               size=(size, size), seed=int(config.seed))
-    elif name == "drive":
-        samples = load_dataset("drive", config.data_root, "training")
-    elif name == "stare":
-        samples = load_dataset("stare", config.data_root, "training")  # the test images stay unseen
-    elif name == "chase":
-        samples = load_dataset("chase", config.data_root, "training")
-    elif name == "folder":
-        if config.images is not None:
-            if config.labels is None:
-                raise DataError("--dataset folder with --images also needs --labels DIR (training needs labels)")
-            samples = load_folder(config.images, config.labels, config.masks)
-        else:
-            samples = load_dataset("folder", config.data_root, "training")
-    else:  # pragma: no cover - TrainConfig.validate rejects it
-        raise ValueError(f"unknown dataset {name!r}")
-    return _check_labelled(samples, name)
-
-
-def split_validation(samples, config: TrainConfig):
-    """(train, val): `val_count` (or round(val_fraction * n), at least 1) images held out.
-
-    The held-out images are chosen by a generator seeded from the run's seed, so
-    the split is the same on every run and every resume with that seed.
-    """
-    n = len(samples)
-    if config.val_count is not None:
-        k = int(config.val_count)
-    else:
-        k = int(round(config.val_fraction * n))
-        if config.val_fraction > 0 and n >= 2:
-            k = max(k, 1)
-    if k >= n:
-        raise ConfigError(f"the validation split takes {k} of the {n} training images: at least one must "
-                         f"be left for training (lower --val-count / --val-fraction)")
-    rng = np.random.default_rng([int(config.seed), _SPLIT_TAG])
-    held = set(int(i) for i in rng.permutation(n)[:k])
-    train = [s for i, s in enumerate(samples) if i not in held]
-    val = [s for i, s in enumerate(samples) if i in held]
-    return train, val
-
-
-def batch_size_hw(config: TrainConfig, samples) -> tuple[int, int]:
-    """(H, W) of a training batch: the patch, or the dataset's padded size.
-
-    Whole images are padded as the authors did (592 for DRIVE, 704 for STARE,
-    else each side up to a multiple of 8); with rot90 augmentation on a
-    non-square size both sides take the longer one, since a quarter turn swaps H and W.
-    """
-    if config.patch_size > 0:
-        return config.patch_size, config.patch_size
-    height = max(s.shape[0] for s in samples)
-    width = max(s.shape[1] for s in samples)
-    ph, pw = default_pad_size(config.dataset, (height, width))
-    if ph < height or pw < width:  # a DRIVE/STARE-named folder with larger images
-        ph, pw = next_multiple(height, 8), next_multiple(width, 8)
-    if config.augment and config.rot90 and ph != pw:
-        ph = pw = max(ph, pw)
-    return ph, pw
-
-
-# ------------------------------------------------------------------ random states
-
-
-def generator_states(model) -> dict:
-    """The bit-generator state of every np.random.Generator attribute of the model's modules.
-
-    Returns {'generators': [state, ...], 'owners': {'<module path>:<attr>': index}};
-    modules sharing one generator point at the same index.
-    """
-    generators, owners, index_of = [], {}, {}
-    for prefix, module in model.named_modules():
-        for attr, value in vars(module).items():
-            if isinstance(value, np.random.Generator):
-                if id(value) not in index_of:
-                    index_of[id(value)] = len(generators)
-                    generators.append(value.bit_generator.state)
-                owners[f"{prefix}:{attr}"] = index_of[id(value)]
-    return {"generators": generators, "owners": owners}
-
-
-def set_generator_states(model, saved: dict) -> None:
-    """Restore `generator_states` into a model of the same architecture."""
-    found = {}
-    for prefix, module in model.named_modules():
-        for attr, value in vars(module).items():
-            if isinstance(value, np.random.Generator):
-                found[f"{prefix}:{attr}"] = value
-    owners = saved.get("owners", {})
-    if set(owners) != set(found):
-        raise ValueError("the saved random-generator states do not match the model's DropBlock layers")
-    for key, generator in found.items():
-        generator.bit_generator.state = saved["generators"][owners[key]]
-
-
-def _encode_state(state: dict) -> str:
-    # 128-bit integers of PCG64 survive JSON as text exactly.
-    return json.dumps(state)
-
-
-def _decode_state(text: str) -> dict:
-    return json.loads(text)
-
-
-# --------------------------------------------------------------------- interrupts
-
-
-class _InterruptGuard:
-    """While active, the first SIGINT/SIGTERM only sets `requested`; a second raises KeyboardInterrupt.
-
-    SIGTERM is what `timeout`, job schedulers and a plain `kill` send: it is
-    treated like Ctrl-C, so the step in progress finishes and last.npz is saved.
-    Handlers are installed only in the main thread (elsewhere Python forbids it)
-    and only for the signals this platform has (Windows has no usable SIGTERM);
-    where none is installed, Ctrl-C keeps its default behaviour (a
-    KeyboardInterrupt, which the trainer handles as well).
-    """
-
-    def __init__(self, log):
-        self.requested = False
-        self.forced = False
-        self.signal_name = None
-        self._log = log
-        self._previous = {}
-
-    def _handler(self, signum, frame):
-        if self.requested:
-            self.forced = True
-            raise KeyboardInterrupt
-        self.requested = True
-        self.signal_name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-        self._log(f"{self.signal_name}: stopping after this step and saving last.npz (send it again to "
-                  f"quit without saving)")
-
-    def __enter__(self):
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for name in ("SIGINT", "SIGTERM"):
-            number = getattr(signal, name, None)
-            if number is None:
-                continue
-            try:
-                self._previous[number] = signal.signal(number, self._handler)
-            except (OSError, ValueError, RuntimeError):  # not settable here: keep the default
-                continue
-        return self
-
-    def __exit__(self, *exc):
-        for number, previous in self._previous.items():
-            signal.signal(number, previous)
-        self._previous = {}
-        return False
-
-
-def _clock(seconds: float) -> str:
-    seconds = max(int(round(seconds)), 0)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def _fmt(value, spec=".4f") -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
-
-
-# -------------------------------------------------------------------------- trainer
-
-
-class _OptimiserState:
-    """The optimiser's state and the weight average's (if any), saved and restored as one
-    optimiser state: the average's entries are 'ema.<param name>' beside Adam's 'm.' / 'v.'."""
-
-    def __init__(self, optimizer, average: WeightAverage | None):
-        self.optimizer, self.average = optimizer, average
-
-    def state_dict(self) -> dict:
-        state = self.optimizer.state_dict()
-        if self.average is not None:
-            state.update(self.average.state_dict())
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        mine = {k: v for k, v in state.items() if k.startswith(AVERAGE_PREFIX)}
-        if self.average is not None:
-            self.average.load_state_dict(mine)
-        elif mine:
-            raise ValueError("holds a weight average (--ema) but this run has none")
-        self.optimizer.load_state_dict({k: v for k, v in state.items() if not k.startswith(AVERAGE_PREFIX)})
+def _first_non_finite(named_arrays) -> str | None:
+    """The name of the first (name, array) pair holding a NaN or infinity, else None."""
+    for name, value in named_arrays:
+        if not np.isfinite(value).all():
+            return name
+    return None
 
 
 class Trainer:
@@ -396,10 +139,10 @@ class Trainer:
             self.train_samples, self.val_samples = split_validation(samples, config)
         else:
             self.train_samples, self.val_samples = (list(samples[0]), list(samples[1]))
-            _check_labelled(self.train_samples + self.val_samples, "training")
+            check_labelled(self.train_samples + self.val_samples, "training")
         if not self.train_samples:
             raise DataError("no training images")
-        self.batch_hw = batch_size_hw(config, self.train_samples)
+        self.batch_hw = batching.batch_size_hw(config, self.train_samples)
         self.fov_diameter = training_fov_diameter(self.train_samples)  # the scale prediction rescales to
         self.val_pad = dataset_pad_size(config.dataset, [s.shape for s in self.val_samples])
         self.monitor = config.monitor or ("val_f1" if self.val_samples else "train_loss")
@@ -425,7 +168,7 @@ class Trainer:
             self.scheduler = ReduceLROnPlateau(self.optimizer, factor=config.lr_factor,
                                                patience=config.patience_lr, min_lr=config.min_lr)
         self.average = WeightAverage(self.model, config.ema) if config.ema > 0 else None
-        self.state_owner = _OptimiserState(self.optimizer, self.average)  # saved as the optimiser state
+        self.state_owner = OptimiserState(self.optimizer, self.average)  # saved as the optimiser state
         self.stopper = EarlyStopping(patience=config.early_stop) if config.early_stop > 0 else None
         self.data_rng = np.random.default_rng([int(config.seed), _DATA_TAG])
         self.augmenter = batching.make_augmenter(config, self.data_rng)
@@ -450,133 +193,7 @@ class Trainer:
         if self.progress is not None:
             self.progress(message)
 
-    # ------------------------------------------------------------------- state
-    @staticmethod
-    def _empty_stats() -> dict:
-        return {"loss_sum": 0.0, "steps": 0, "images": 0, "train_time": 0.0}
-
-    def _extra(self) -> dict:
-        """Everything beyond weights and Adam moments that a resume needs (JSON)."""
-        return {
-            "format": STATE_FORMAT,
-            "train_config": self.config.to_dict(),
-            "history": self.history,
-            "plan": self.plan,
-            "step_in_epoch": self.step_in_epoch,
-            "epoch_stats": self.epoch_stats,
-            "rng": {"data": _encode_state(self.data_rng.bit_generator.state),
-                    "model": _encode_state(generator_states(self.model))},
-            "scheduler": self.scheduler.state_dict(),
-            "early_stopping": None if self.stopper is None else self.stopper.state_dict(),
-            "monitor": self.monitor,
-            "best_value": self.best_value,
-            "best_epoch": self.best_epoch,
-            "elapsed_s": self.elapsed_before + self._session_time(),
-            "train_images": [s.name for s in self.train_samples],
-            "val_images": [s.name for s in self.val_samples],
-            "val_pad_size": None if self.val_pad is None else list(self.val_pad),
-            "num_parameters": int(self.model.num_parameters()),
-            "sessions": self.sessions,
-            "reference_loss": self.reference_loss,
-        }
-
-    def _session_time(self) -> float:
-        start = getattr(self, "_session_start", None)
-        return 0.0 if start is None else time.monotonic() - start
-
-    def non_finite_state(self) -> str | None:
-        """The first weight or Adam moment holding NaN/inf ('the weights (NAME)', ...), else None."""
-        weights = _first_non_finite((name, p.data) for name, p in self.optimizer.params)
-        if weights is not None:
-            return f"the weights ({weights})"
-        moments = _first_non_finite((f"{slot}.{name}", self.optimizer.state[slot][name])
-                                    for slot in self.optimizer.slots for name, _ in self.optimizer.params)
-        return None if moments is None else f"the Adam moments ({moments})"
-
-    def save(self, name: str = LAST) -> Path:
-        """Write the current state to run_dir/name (atomically).
-
-        Raises:
-            TrainingDiverged: a weight or Adam moment is NaN/inf; nothing is written (a
-                checkpoint never holds non-finite state).
-        """
-        bad = self.non_finite_state()
-        if bad is not None:
-            raise TrainingDiverged(f"{bad} hold NaN/inf: {self.run_dir / name} not written (a checkpoint never "
-                                   f"holds non-finite state); resume from the last good checkpoint with a lower --lr")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        return save_checkpoint(self.run_dir / name, self.model, self.state_owner, config=self.model_config,
-                               epoch=self.epoch, extra=self._extra(), fov_diameter=self.fov_diameter)
-
-    def _resume(self) -> None:
-        path = self.run_dir / LAST
-        checkpoint = load_checkpoint(path)
-        extra = checkpoint.extra
-        if extra.get("format") != STATE_FORMAT:
-            raise CheckpointError(f"checkpoint {path}: not a training state written by numpyseg train")
-        saved_names = extra.get("train_images"), extra.get("val_images")
-        names = [s.name for s in self.train_samples], [s.name for s in self.val_samples]
-        if list(saved_names[0] or []) != names[0] or list(saved_names[1] or []) != names[1]:
-            raise DataError(f"the training images differ from those of the run saved in {path}: "
-                            f"resume needs the same dataset")
-        restore(self.model, checkpoint, self.state_owner)
-        bad = self.non_finite_state()
-        if bad is not None:
-            raise CheckpointError(f"checkpoint {path}: {bad} hold NaN/inf (saved by an older numpyseg "
-                                  f"from a diverged run): start a new run with a lower --lr")
-        try:
-            self.data_rng.bit_generator.state = _decode_state(extra["rng"]["data"])
-            set_generator_states(self.model, _decode_state(extra["rng"]["model"]))
-            self.scheduler.load_state_dict(extra["scheduler"])
-            if self.stopper is not None and extra.get("early_stopping") is not None:
-                self.stopper.load_state_dict(extra["early_stopping"])
-            self.epoch = int(checkpoint.epoch)
-            self.plan = extra.get("plan")
-            self.step_in_epoch = int(extra.get("step_in_epoch", 0))
-            self.epoch_stats = dict(extra.get("epoch_stats") or self._empty_stats())
-            self.history = list(extra.get("history", []))
-            self.best_value = extra.get("best_value")
-            self.best_epoch = extra.get("best_epoch")
-            self.elapsed_before = float(extra.get("elapsed_s", 0.0))
-            self.sessions = list(extra.get("sessions", []))
-            reference = extra.get("reference_loss")
-            if reference is None and self.history:  # a run saved before the first loss was kept
-                reference = self.history[0].get("train_loss")
-            self.reference_loss = None if reference is None else float(reference)
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"checkpoint {path}: incomplete or mismatched training state "
-                                  f"({' '.join(str(error).split())})") from None
-
-    # ------------------------------------------------------------------- steps
-    def _snapshot(self):
-        return self.data_rng.bit_generator.state, generator_states(self.model)
-
-    def _rollback(self, snapshot) -> None:
-        data_state, model_states = snapshot
-        self.data_rng.bit_generator.state = data_state
-        set_generator_states(self.model, model_states)
-
-    def loss(self, logits, labels, masks):
-        """The training loss and its gradient (a method so it can be swapped or wrapped)."""
-        c = self.config
-        return bce_mcc_loss(logits, labels, masks, bce_weight=c.bce_weight, mcc_weight=c.mcc_weight,
-                            pos_weight=c.pos_weight)
-
-    def check_loss(self, value: float) -> None:
-        """Raise _NonFinite if a step's loss is NaN/inf or above DIVERGENCE_FACTOR x the first one.
-
-        The first finite loss of the run (before any update, so from the initial
-        weights) becomes `reference_loss`; it is kept in the checkpoints, so a resumed
-        run compares with the same number.
-        """
-        if not math.isfinite(value):
-            raise _NonFinite("the loss")
-        if self.reference_loss is None:
-            self.reference_loss = float(value)
-        elif self.reference_loss > 0 and value > DIVERGENCE_FACTOR * self.reference_loss:
-            raise _NonFinite("the loss", f"rose to {value:.4g}, over {DIVERGENCE_FACTOR:g} times the run's "
-                                         f"first loss {self.reference_loss:.4g},")
-
+    # ------------------------------------------------------------- one step
     def train_step(self, images, labels, masks) -> float:
         """One forward/backward/Adam step on a batch; returns the loss.
 
@@ -604,7 +221,28 @@ class Trainer:
             raise _NonFinite(bad)
         return float(value)
 
-    # -------------------------------------------------------------- validation
+    def loss(self, logits, labels, masks):
+        """The training loss and its gradient (a method so it can be swapped or wrapped)."""
+        c = self.config
+        return bce_mcc_loss(logits, labels, masks, bce_weight=c.bce_weight, mcc_weight=c.mcc_weight,
+                            pos_weight=c.pos_weight)
+
+    def check_loss(self, value: float) -> None:
+        """Raise _NonFinite if a step's loss is NaN/inf or above DIVERGENCE_FACTOR x the first one.
+
+        The first finite loss of the run (before any update, so from the initial
+        weights) becomes `reference_loss`; it is kept in the checkpoints, so a resumed
+        run compares with the same number.
+        """
+        if not math.isfinite(value):
+            raise _NonFinite("the loss")
+        if self.reference_loss is None:
+            self.reference_loss = float(value)
+        elif self.reference_loss > 0 and value > DIVERGENCE_FACTOR * self.reference_loss:
+            raise _NonFinite("the loss", f"rose to {value:.4g}, over {DIVERGENCE_FACTOR:g} times the run's "
+                                         f"first loss {self.reference_loss:.4g},")
+
+    # ------------------------------------------------------------ validation
     def validate(self) -> dict:
         """Mean loss and scores (inside the FOV) of the validation images, predicted whole.
 
@@ -644,11 +282,63 @@ class Trainer:
             result[f"val_{short}"] = float(values.mean()) if values.size else float("nan")
         return result
 
-    # -------------------------------------------------------------------- loop
-    def _log_every(self) -> int:
-        if self.config.log_every:
-            return self.config.log_every
-        return max(1, self.steps_per_epoch // 10) if self.steps_per_epoch >= 20 else 0
+    # -------------------------------------------------------- the epoch loop
+    def fit(self) -> TrainResult:
+        """Train until the epochs are done, early stopping, the time limit or Ctrl-C.
+
+        Raises:
+            TrainingDiverged: a NaN/inf loss, logit, weight or Adam moment, or an exploding
+                loss (checkpoints on disk, all from finite states, are kept).
+        """
+        c = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in remove_stale_temporaries(self.run_dir, RUN_FILES):
+            self.log(f"removed {leftover.name}, a temporary file left by a run that was killed")
+        self._session_start = time.monotonic()
+        self.sessions.append({"command": self.command, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S",
+                                                                                  time.gmtime()),
+                              "from_epoch": self.epoch, "from_step": self.step_in_epoch,
+                              "elapsed_s_before": self.elapsed_before})
+        self._epoch_times: list[float] = []
+        self._pending_snapshot = None
+        self.last_loss = None
+        status = "completed"
+        self._say(f"{len(self.train_samples)} training and {len(self.val_samples)} validation images; first "
+                  f"step of {self.position()} (the first step of a process loads or compiles the kernels)")
+        with InterruptGuard(self.log) as guard:
+            try:
+                while self.epoch < c.epochs:
+                    if self.plan is None:
+                        self.plan = batching.plan_epoch(self.data_rng, len(self.train_samples),
+                                                        c.batch_size, self.steps_per_epoch, self.one_pass)
+                        self.step_in_epoch = 0
+                        self.epoch_stats = self._empty_stats()
+                    if not self._run_steps(guard):
+                        self.save(LAST)
+                        return self._interrupted(saved=True, by=guard.signal_name)
+                    stop = self._end_epoch()
+                    if guard.requested:
+                        return self._interrupted(saved=True, by=guard.signal_name)
+                    if stop:
+                        status = "early_stopped"
+                        break
+                    if (c.time_limit is not None and self.epoch < c.epochs
+                            and self._session_time() >= 60.0 * c.time_limit):
+                        status = "time_limit"
+                        break
+            except _NonFinite as error:
+                if self.plan is not None and self.step_in_epoch < len(self.plan):
+                    where = f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}"
+                else:
+                    where = f"the validation of epoch {self.epoch + 1}"
+                # Only finite states are ever saved, so the file on disk is good.
+                kept = (f"last good checkpoint kept: {self.run_dir / LAST} (epoch {self.epoch})"
+                        if (self.run_dir / LAST).exists() else "no checkpoint had been saved yet")
+                raise TrainingDiverged(f"training diverged: {error.what} {error.problem} at {where} "
+                                       f"(lr {self.optimizer.lr:g}); stopped; {kept}; try a lower --lr") from None
+            except KeyboardInterrupt:
+                return self._raw_interrupt(guard)
+        return self._finished(status)
 
     def _run_steps(self, guard) -> bool:
         """Run the remaining steps of the current plan; False if asked to stop (Ctrl-C)."""
@@ -696,7 +386,7 @@ class Trainer:
         record = {"epoch": self.epoch + 1, "steps": stats["steps"], "train_loss": train_loss, **scores,
                   "lr": lr_used, "images_per_s": stats["images"] / max(stats["train_time"], 1e-9),
                   "epoch_time_s": epoch_time,
-                  "elapsed_s": self.elapsed_before + self._session_time()}
+                  "elapsed_s": self.elapsed()}
         if not math.isfinite(record.get("val_loss", 0.0)):
             raise _NonFinite("the validation loss")
         value = record.get(self.monitor)
@@ -739,95 +429,12 @@ class Trainer:
         self.log("  ".join(parts))
         return stop
 
-    def _write_logs(self) -> None:
-        clean = self.history
-        document = {"run": portable_config(self.config).to_dict(), "monitor": self.monitor,
-                    "best_epoch": self.best_epoch, "best_value": self.best_value,
-                    "train_images": [s.name for s in self.train_samples],
-                    "val_images": [s.name for s in self.val_samples]}
-        logs.write_history_csv(self.run_dir / HISTORY_CSV, clean)
-        logs.write_history_json(self.run_dir / HISTORY_JSON, clean, document)
-        try:
-            logs.plot_curves(self.run_dir / CURVES, clean, self.monitor,
-                             title=f"{self.model_config['arch']} on {self.config.dataset}")
-        except Exception as error:  # a plotting problem must not end a training run
-            self.log(f"warning: could not draw {CURVES}: {' '.join(str(error).split())}")
+    def _log_every(self) -> int:
+        if self.config.log_every:
+            return self.config.log_every
+        return max(1, self.steps_per_epoch // 10) if self.steps_per_epoch >= 20 else 0
 
-    def position(self) -> str:
-        """Where the run stands, e.g. 'epoch 2 of 3, step 8 of 10' (the next step to run)."""
-        where = f"epoch {self.epoch + 1} of {self.config.epochs}"
-        if self.plan is not None:
-            where += f", step {self.step_in_epoch + 1} of {len(self.plan)}"
-        return where
-
-    def describe(self) -> str:
-        """One paragraph describing the run (printed at the start)."""
-        c = self.config
-        h, w = self.batch_hw
-        what = f"{c.patch_size}x{c.patch_size} patches" if c.patch_size else f"whole images padded to {h}x{w}"
-        return (f"{self.model_config['arch']} ({self.model.num_parameters():,} parameters), dataset "
-                f"{c.dataset}: {len(self.train_samples)} training / {len(self.val_samples)} validation images; "
-                f"{what}, batch {c.batch_size}, {self.steps_per_epoch} steps/epoch; Adam lr {c.lr:g} "
-                f"({c.schedule} schedule{f', weight average {c.ema:g}' if c.ema else ''}); "
-                f"best checkpoint by {self.monitor}; run folder {self.run_dir}")
-
-    def fit(self) -> TrainResult:
-        """Train until the epochs are done, early stopping, the time limit or Ctrl-C.
-
-        Raises:
-            TrainingDiverged: a NaN/inf loss, logit, weight or Adam moment, or an exploding
-                loss (checkpoints on disk, all from finite states, are kept).
-        """
-        c = self.config
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in remove_stale_temporaries(self.run_dir, RUN_FILES):
-            self.log(f"removed {leftover.name}, a temporary file left by a run that was killed")
-        self._session_start = time.monotonic()
-        self.sessions.append({"command": self.command, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S",
-                                                                                  time.gmtime()),
-                              "from_epoch": self.epoch, "from_step": self.step_in_epoch,
-                              "elapsed_s_before": self.elapsed_before})
-        self._epoch_times: list[float] = []
-        self._pending_snapshot = None
-        self.last_loss = None
-        status = "completed"
-        self._say(f"{len(self.train_samples)} training and {len(self.val_samples)} validation images; first "
-                  f"step of {self.position()} (the first step of a process loads or compiles the kernels)")
-        with _InterruptGuard(self.log) as guard:
-            try:
-                while self.epoch < c.epochs:
-                    if self.plan is None:
-                        self.plan = batching.plan_epoch(self.data_rng, len(self.train_samples),
-                                                        c.batch_size, self.steps_per_epoch, self.one_pass)
-                        self.step_in_epoch = 0
-                        self.epoch_stats = self._empty_stats()
-                    if not self._run_steps(guard):
-                        self.save(LAST)
-                        return self._interrupted(saved=True, by=guard.signal_name)
-                    stop = self._end_epoch()
-                    if guard.requested:
-                        return self._interrupted(saved=True, by=guard.signal_name)
-                    if stop:
-                        status = "early_stopped"
-                        break
-                    if (c.time_limit is not None and self.epoch < c.epochs
-                            and self._session_time() >= 60.0 * c.time_limit):
-                        status = "time_limit"
-                        break
-            except _NonFinite as error:
-                if self.plan is not None and self.step_in_epoch < len(self.plan):
-                    where = f"epoch {self.epoch + 1}, step {self.step_in_epoch + 1}"
-                else:
-                    where = f"the validation of epoch {self.epoch + 1}"
-                # Only finite states are ever saved, so the file on disk is good.
-                kept = (f"last good checkpoint kept: {self.run_dir / LAST} (epoch {self.epoch})"
-                        if (self.run_dir / LAST).exists() else "no checkpoint had been saved yet")
-                raise TrainingDiverged(f"training diverged: {error.what} {error.problem} at {where} "
-                                       f"(lr {self.optimizer.lr:g}); stopped; {kept}; try a lower --lr") from None
-            except KeyboardInterrupt:
-                return self._raw_interrupt(guard)
-        return self._finished(status)
-
+    # --------------------------------------------------- how a run finishes
     def _finished(self, status: str) -> TrainResult:
         if status == "completed":
             done = f"finished {self.epoch} epochs"
@@ -880,3 +487,97 @@ class Trainer:
         except TrainingDiverged:  # never reached in practice: each step checks the state it leaves
             return self._interrupted(saved=False, by=guard.signal_name)
         return self._interrupted(saved=True, by=guard.signal_name)
+
+    # ------------------------------------------ saving and resuming (state.py)
+    @staticmethod
+    def _empty_stats() -> dict:
+        return {"loss_sum": 0.0, "steps": 0, "images": 0, "train_time": 0.0}
+
+    def _extra(self) -> dict:
+        """Everything beyond weights and Adam moments that a resume needs (see state.run_state)."""
+        return run_state(self)
+
+    def _resume(self) -> None:
+        restore_run_state(self)
+
+    def elapsed(self) -> float:
+        """Training time of the whole run so far (seconds), earlier sessions included."""
+        return self.elapsed_before + self._session_time()
+
+    def _session_time(self) -> float:
+        start = getattr(self, "_session_start", None)
+        return 0.0 if start is None else time.monotonic() - start
+
+    def non_finite_state(self) -> str | None:
+        """The first weight or Adam moment holding NaN/inf ('the weights (NAME)', ...), else None."""
+        weights = _first_non_finite((name, p.data) for name, p in self.optimizer.params)
+        if weights is not None:
+            return f"the weights ({weights})"
+        moments = _first_non_finite((f"{slot}.{name}", self.optimizer.state[slot][name])
+                                    for slot in self.optimizer.slots for name, _ in self.optimizer.params)
+        return None if moments is None else f"the Adam moments ({moments})"
+
+    def save(self, name: str = LAST) -> Path:
+        """Write the current state to run_dir/name (atomically).
+
+        Raises:
+            TrainingDiverged: a weight or Adam moment is NaN/inf; nothing is written (a
+                checkpoint never holds non-finite state).
+        """
+        bad = self.non_finite_state()
+        if bad is not None:
+            raise TrainingDiverged(f"{bad} hold NaN/inf: {self.run_dir / name} not written (a checkpoint never "
+                                   f"holds non-finite state); resume from the last good checkpoint with a lower --lr")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return save_checkpoint(self.run_dir / name, self.model, self.state_owner, config=self.model_config,
+                               epoch=self.epoch, extra=self._extra(), fov_diameter=self.fov_diameter)
+
+    def _snapshot(self):
+        return self.data_rng.bit_generator.state, generator_states(self.model)
+
+    def _rollback(self, snapshot) -> None:
+        data_state, model_states = snapshot
+        self.data_rng.bit_generator.state = data_state
+        set_generator_states(self.model, model_states)
+
+    # ------------------------------------------------------------- reporting
+    def _write_logs(self) -> None:
+        clean = self.history
+        document = {"run": portable_config(self.config).to_dict(), "monitor": self.monitor,
+                    "best_epoch": self.best_epoch, "best_value": self.best_value,
+                    "train_images": [s.name for s in self.train_samples],
+                    "val_images": [s.name for s in self.val_samples]}
+        logs.write_history_csv(self.run_dir / HISTORY_CSV, clean)
+        logs.write_history_json(self.run_dir / HISTORY_JSON, clean, document)
+        try:
+            logs.plot_curves(self.run_dir / CURVES, clean, self.monitor,
+                             title=f"{self.model_config['arch']} on {self.config.dataset}")
+        except Exception as error:  # a plotting problem must not end a training run
+            self.log(f"warning: could not draw {CURVES}: {' '.join(str(error).split())}")
+
+    def position(self) -> str:
+        """Where the run stands, e.g. 'epoch 2 of 3, step 8 of 10' (the next step to run)."""
+        where = f"epoch {self.epoch + 1} of {self.config.epochs}"
+        if self.plan is not None:
+            where += f", step {self.step_in_epoch + 1} of {len(self.plan)}"
+        return where
+
+    def describe(self) -> str:
+        """One paragraph describing the run (printed at the start)."""
+        c = self.config
+        h, w = self.batch_hw
+        what = f"{c.patch_size}x{c.patch_size} patches" if c.patch_size else f"whole images padded to {h}x{w}"
+        return (f"{self.model_config['arch']} ({self.model.num_parameters():,} parameters), dataset "
+                f"{c.dataset}: {len(self.train_samples)} training / {len(self.val_samples)} validation images; "
+                f"{what}, batch {c.batch_size}, {self.steps_per_epoch} steps/epoch; Adam lr {c.lr:g} "
+                f"({c.schedule} schedule{f', weight average {c.ema:g}' if c.ema else ''}); "
+                f"best checkpoint by {self.monitor}; run folder {self.run_dir}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(int(round(seconds)), 0)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _fmt(value, spec=".4f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)

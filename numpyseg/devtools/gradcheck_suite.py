@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.gradcheck import GradcheckReport, check_function, check_module
+from numpyseg.devtools.gradcheck import GradcheckReport, check_function, check_module
 
 
 def _rng(seed):

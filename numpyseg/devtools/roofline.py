@@ -148,7 +148,7 @@ def conv_layer_shapes(model, size: int, batch: int = 1) -> list[dict]:
         height is the side of the map the kernel runs over (the input's for a
         transposed convolution, the output's otherwise).
     """
-    from numpyseg.instrument import wrapped_methods
+    from numpyseg.devtools.instrument import wrapped_methods
     from numpyseg.layers import (Conv2d, ConvTranspose2d, CrossScaleSpatialAttention,
                                  SpatialAttention, no_grad)
 

@@ -19,7 +19,7 @@ try:
     from torch import nn
     import torch.nn.functional as F
 except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("numpyseg.models.torch_reference needs PyTorch: pip install numpyseg[parity]") from error
+    raise ImportError("numpyseg.interop.torch_reference needs PyTorch: pip install numpyseg[parity]") from error
 
 
 class TorchDropBlock(nn.Module):

@@ -1,6 +1,6 @@
 """The engines a user would otherwise pick, running the same network with the same weights.
 
-All start from the PyTorch twin of the numpyseg model (numpyseg.models.torch_reference),
+All start from the PyTorch twin of the numpyseg model (numpyseg.interop.torch_reference),
 each set up as its own users would:
 
 - PyTorch eager, NCHW (its default memory layout), `torch.set_num_threads(threads)`;
@@ -68,9 +68,9 @@ class TorchRunner:
     def __init__(self, numpy_model, threads: int):
         import torch
 
-        from numpyseg.models.torch_reference import torch_twin
+        from numpyseg.interop.torch_reference import torch_twin
 
-        from numpyseg.models.torch_reference import TorchDropBlock
+        from numpyseg.interop.torch_reference import TorchDropBlock
 
         torch.set_num_threads(threads)
         self.torch = torch
@@ -222,7 +222,7 @@ def inference_peers(twin, size: int, threads: int, folder: Path) -> tuple[list, 
     """Build every inference peer that can run here.
 
     Args:
-        twin: the PyTorch twin (numpyseg.models.torch_reference.torch_twin).
+        twin: the PyTorch twin (numpyseg.interop.torch_reference.torch_twin).
         size: the image side the ONNX model is exported for.
         threads: threads each engine may use.
         folder: where the ONNX file is written (a temporary folder of the run).

@@ -1,8 +1,8 @@
 """Watch layers at work: temporarily wrap a layer class's method with a function of ours.
 
-The benchmark uses this twice: to time each layer type (numpyseg.benchmark.layer_profile)
+The benchmark uses this twice: to time each layer type (numpyseg.devtools.benchmark.layer_profile)
 and to record the shapes every convolution sees, from which the model's FLOPs are counted
-(numpyseg.roofline.conv_layer_shapes).  The class's own method is put back on exit, even
+(numpyseg.devtools.roofline.conv_layer_shapes).  The class's own method is put back on exit, even
 after an error, so nothing changes outside the `with` block.
 """
 

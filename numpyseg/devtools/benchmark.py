@@ -3,7 +3,7 @@
 What is measured, all in one run so that every figure shares the machine's load:
 
 - inference: one forward pass of a (1, S, S, 3) image, eval mode, under no_grad(),
-  against each peer of numpyseg.benchmark_peers (PyTorch eager, NCHW and
+  against each peer of numpyseg.devtools.benchmark_peers (PyTorch eager, NCHW and
   channels_last; ONNX Runtime; OpenVINO), all with the same weights and thread
   count; each peer's logits are first checked against numpyseg's;
 - a training step: forward, 0.5 BCE + 0.5 MCC loss, backward, Adam update, at
@@ -19,7 +19,7 @@ What is measured, all in one run so that every figure shares the machine's load:
 - time per layer type (conv, transposed conv, norm, attention, ...), by
   temporarily wrapping each layer class's forward/backward with a timer
   (`layer_profile`); time spent in a nested layer is charged to that layer only;
-- the machine's yardsticks (numpyseg.roofline): instruction set, register-tile
+- the machine's yardsticks (numpyseg.devtools.roofline): instruction set, register-tile
   variant, sgemm GFLOP/s, the model's FLOPs, the convolutions' GFLOP/s per direction
   as a fraction of sgemm's, and the GB/s of the memory-bound layers.
 
@@ -42,12 +42,12 @@ from statistics import median
 
 import numpy as np
 
-from numpyseg import roofline
-from numpyseg.benchmark_peers import (MAX_RELATIVE_ERROR, PEER_NAMES, TORCH_NOT_INSTALLED, TorchRunner,
+from numpyseg.devtools import roofline
+from numpyseg.devtools.benchmark_peers import (MAX_RELATIVE_ERROR, PEER_NAMES, TORCH_NOT_INSTALLED, TorchRunner,
                                       inference_peers, relative_error)
 from numpyseg.errors import ConfigError
-from numpyseg.instrument import wrapped_methods
-from numpyseg.roofline import seconds as _timed
+from numpyseg.devtools.instrument import wrapped_methods
+from numpyseg.devtools.roofline import seconds as _timed
 
 # layer class name -> the category its time is charged to
 CATEGORIES = {
@@ -202,7 +202,7 @@ model = SAUNetV2().eval()
 x = np.random.default_rng(0).random((1, size, size, 3), dtype=np.float32)
 if side == "torch":
     import torch
-    from numpyseg.models.torch_reference import torch_twin
+    from numpyseg.interop.torch_reference import torch_twin
     torch.set_num_threads(int(sys.argv[3]))
     twin = torch_twin(model).eval()
     del model
@@ -437,7 +437,7 @@ def _checked_peers(candidates: list, reference: np.ndarray, x: np.ndarray):
 
 def _inference_figure(ours, theirs, x, size: int, threads: int, repeats: int, log,
                       no_torch: str = TORCH_NOT_INSTALLED) -> dict:
-    """Inference of numpyseg against every peer that runs here (see numpyseg.benchmark_peers).
+    """Inference of numpyseg against every peer that runs here (see numpyseg.devtools.benchmark_peers).
 
     no_torch: what the table says for each peer when `theirs` is None (every peer needs PyTorch).
     """
@@ -488,7 +488,7 @@ def _training_figures(ours, theirs, size: int, batches, repeats: int, log,
 
 
 def machine_figures(model, size: int, threads: int, repeats: int, sgemm_size: int = 2048) -> dict:
-    """The yardsticks of numpyseg.roofline, measured now: sgemm, FLOPs, conv GFLOP/s, GB/s.
+    """The yardsticks of numpyseg.devtools.roofline, measured now: sgemm, FLOPs, conv GFLOP/s, GB/s.
 
     sgemm runs last: after a product, the BLAS's threads keep spinning for a moment,
     waiting for more work, and would take the cores from the kernels timed next.
@@ -636,7 +636,7 @@ def _parity_lines(results: dict) -> str:
 
 
 def format_roofline(results: dict) -> list[str]:
-    """The machine's yardsticks as text lines (see numpyseg.roofline for the formulas)."""
+    """The machine's yardsticks as text lines (see numpyseg.devtools.roofline for the formulas)."""
     mach, roof = results["machine"], results["roofline"]
     sgemm = roof["sgemm"]
     size = results["config"]["size"]
