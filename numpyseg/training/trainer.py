@@ -56,7 +56,8 @@ from numpyseg.checkpoint import CheckpointError, load_checkpoint, restore, save_
 from numpyseg.data.datasets import load_dataset, load_folder
 from numpyseg.data.io import DataError
 from numpyseg.data.padding import default_pad_size, next_multiple
-from numpyseg.inference import dataset_pad_size, predict_logits, sigmoid
+from numpyseg.inference import dataset_pad_size, predict_logits
+from numpyseg.layers.activations import sigmoid
 from numpyseg.losses.combined import bce_mcc_loss
 from numpyseg.metrics.segmentation import segmentation_metrics
 from numpyseg.models.unet import build_model
