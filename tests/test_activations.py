@@ -152,7 +152,7 @@ def test_jitted_sigmoid_twins_equal_the_numpy_sigmoid(dtype):
 
     x = np.concatenate([np.linspace(-120, 120, 20_001), [-1000.0, -88.0, 0.0, 88.0, 1000.0]]).astype(dtype)
     kernel, attention = run(x, dtype(1))
-    tiny = float(np.finfo(dtype).tiny)  # the float32 kernel flushes results below it to zero
+    tiny = 2 * float(np.finfo(dtype).tiny)  # the float32 kernel flushes e^-87.33 (~ tiny) and below to zero
     rtol = 3e-7 if dtype == np.float32 else 1e-15
     np.testing.assert_allclose(kernel, sigmoid(x), rtol=rtol, atol=tiny)
     np.testing.assert_allclose(attention, sigmoid(x), rtol=rtol, atol=tiny)
