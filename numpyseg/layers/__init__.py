@@ -9,15 +9,15 @@ the plain-NumPy implementation and the fast one, and the Module:
     <op>_forward_fast(...) -> (out, cache)           numba kernels (numpyseg/kernels/*.py,
     <op>_backward_fast(dout, cache) -> grads         with the per-CPU register tiles inside)
 
-    module          <op>
-    conv.py         conv2d                         (im2col + GEMM | direct kernels)
-    conv_transpose  conv_transpose2d               (GEMM + strided col2im | direct kernels)
-    pool.py         maxpool2d
-    norm.py         groupnorm, groupnorm_silu, batchnorm
-    activations.py  sigmoid, silu, relu            (and `sigmoid(x)`, the one stable sigmoid)
-    dropblock.py    dropblock (and expand_seeds_reference / _fast for the mask)
-    attention.py    spatial_attention, cross_scale_attention (one gate convolution:
-                    conv2d_*_reference in NumPy, a row kernel in the fused fast path)
+    module             <op>
+    conv.py            conv2d                  (im2col + GEMM | direct kernels)
+    conv_transpose.py  conv_transpose2d        (GEMM + strided col2im | direct kernels)
+    pool.py            maxpool2d
+    norm.py            groupnorm, groupnorm_silu, batchnorm
+    activations.py     sigmoid, silu, relu     (and `sigmoid(x)`, the one stable sigmoid)
+    dropblock.py       dropblock               (and expand_seeds_reference / _fast, the mask)
+    attention.py       spatial_attention, cross_scale_attention (one gate convolution:
+                       conv2d_*_reference in NumPy, a row kernel inside the fast passes)
 
 An operation without a kernel (ReLU) has the same function under both names;
 BatchNorm's fast version is the same NumPy in the input's dtype, in place.  The loss
