@@ -54,11 +54,18 @@ def _python(code: str, backend: str):
 
 def test_the_environment_variable_is_read_at_import():
     assert _python("import numpyseg; print(numpyseg.get_backend())", "reference").stdout.strip() == "reference"
+    assert _python("import numpyseg.layers; from numpyseg.backends import get_backend; print(get_backend())",
+                   "reference").stdout.strip() == "reference"
     assert _python("import numpyseg; print(numpyseg.get_backend())", "").stdout.strip() == "fast"
-    bad = _python("import numpyseg", "gpu")
+    bad = _python("import numpyseg.layers", "gpu")
     assert bad.returncode != 0
     assert bad.stderr.strip().splitlines()[-1] == ("numpyseg.errors.ConfigError: NUMPYSEG_BACKEND='gpu' is not a "
                                                    "backend: set it to 'fast' or 'reference'")
+    # the command line: one line, exit status 2
+    cli = _python("import sys; from numpyseg.cli.main import main; sys.exit(main(['gradcheck']))", "gpu")
+    assert cli.returncode == 2 and cli.stdout == ""
+    assert cli.stderr.strip() == ("numpyseg gradcheck: error: NUMPYSEG_BACKEND='gpu' is not a backend: "
+                                  "set it to 'fast' or 'reference'")
 
 
 # ------------------------------------------------------- every operation
