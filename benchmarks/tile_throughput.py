@@ -45,8 +45,8 @@ import numpy as np
 from numpyseg.kernels import conv_direct as cd
 variant = sys.argv[1]
 x = np.zeros((1, 24, 40, 16), np.float32)
-cd.conv2d_direct(x, np.zeros((3, 3, 16, 32), np.float32), np.zeros(32, np.float32), variant=variant)
-cd.conv2d_weight_grad_direct(x, np.zeros((1, 24, 40, 32), np.float32), 3, variant=variant)
+cd.conv_forward(x, np.zeros((3, 3, 16, 32), np.float32), np.zeros(32, np.float32), variant=variant)
+cd.conv_weight_grad(x, np.zeros((1, 24, 40, 32), np.float32), 3, variant=variant)
 from numpyseg.kernels.tiles import TILE_SHAPES
 width = TILE_SHAPES[variant].width
 # the forward driver calls the tile as a separate function, compiled once per tile width: take the full one

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from numpyseg.data.padding import crop_to, default_pad_size, next_multiple, pad_to
+from numpyseg.layers.activations import sigmoid
 from numpyseg.layers.module import no_grad
 from numpyseg.validate import check_int
 
@@ -89,14 +90,6 @@ def dataset_pad_size(dataset: str, shapes=()):
     if any(h > size[0] or w > size[1] for h, w in shapes):
         return None
     return size
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    """1 / (1 + e^{-z}), written so that no exp overflows; keeps the float dtype."""
-    z = np.asarray(z)
-    with np.errstate(under="ignore", over="ignore"):
-        e = np.exp(-np.abs(z))
-        return np.where(z >= 0, 1.0, e).astype(z.dtype, copy=False) / (1.0 + e)
 
 
 def padded_shape(shape, pad_size=None, multiple: int = 8) -> tuple[int, int]:

@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded RNG, optional PyTorch, the DRIVE folder."""
+"""Shared fixtures: a seeded RNG, optional PyTorch, the DRIVE folder, one numba thread;
+the --backend option (numpyseg.backends) for the tests marked backend_subset."""
 
 from __future__ import annotations
 
@@ -32,6 +33,32 @@ def drive_root() -> Path:
     if not (path / "training" / "images").is_dir():
         pytest.skip(f"DRIVE not available: {DRIVE_ENV}={value} has no training/images folder")
     return path
+
+
+def pytest_addoption(parser):
+    parser.addoption("--backend", choices=("fast", "reference"), default=None,
+                     help="numpyseg backend for the whole run (default: $NUMPYSEG_BACKEND or 'fast'); "
+                          "CI runs `-m backend_subset --backend reference` once more")
+
+
+def pytest_configure(config):
+    name = config.getoption("--backend")
+    if name is not None:
+        import numpyseg
+
+        numpyseg.set_backend(name)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_numba_thread():
+    """One numba thread for each test module's module-scoped fixtures too (a model trained
+    once per module, say), which run before the per-test `single_numba_thread`."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(1)
+    yield
+    numba.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -10,11 +10,19 @@ from numpyseg.layers.activations import (
     ReLU,
     Sigmoid,
     SiLU,
-    relu_backward,
-    relu_forward,
+    relu_backward_fast,
+    relu_backward_reference,
+    relu_forward_fast,
+    relu_forward_reference,
     sigmoid,
-    silu_backward,
-    silu_forward,
+    sigmoid_backward_fast,
+    sigmoid_backward_reference,
+    sigmoid_forward_fast,
+    sigmoid_forward_reference,
+    silu_backward_fast,
+    silu_backward_reference,
+    silu_forward_fast,
+    silu_forward_reference,
 )
 
 rel = lambda a, b: np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b)
@@ -44,13 +52,15 @@ def test_sigmoid_of_scalars_and_integers():
 
 def test_silu_and_relu_formulas(rng):
     x = rng.standard_normal((3, 4, 5, 2))
-    y, cache = silu_forward(x)
-    np.testing.assert_allclose(y, x / (1 + np.exp(-x)), rtol=1e-14)
     s = 1 / (1 + np.exp(-x))
-    np.testing.assert_allclose(silu_backward(np.ones_like(x), cache), s * (1 + x * (1 - s)), rtol=1e-13)
-    y, cache = relu_forward(x)
-    np.testing.assert_array_equal(y, np.maximum(x, 0))
-    np.testing.assert_array_equal(relu_backward(np.ones_like(x), cache), (x > 0).astype(float))
+    for forward, backward in ((silu_forward_reference, silu_backward_reference), (silu_forward_fast, silu_backward_fast)):
+        y, cache = forward(x)
+        np.testing.assert_allclose(y, x / (1 + np.exp(-x)), rtol=1e-14)
+        np.testing.assert_allclose(backward(np.ones_like(x), cache), s * (1 + x * (1 - s)), rtol=1e-13)
+    for forward, backward in ((relu_forward_reference, relu_backward_reference), (relu_forward_fast, relu_backward_fast)):
+        y, cache = forward(x)
+        np.testing.assert_array_equal(y, np.maximum(x, 0))
+        np.testing.assert_array_equal(backward(np.ones_like(x), cache), (x > 0).astype(float))
     # SiLU at large |x| stays finite: x for x >> 0, -0 for x << 0
     big = np.array([-1000.0, 1000.0], dtype=np.float32)
     np.testing.assert_array_equal(SiLU()(big), [0, 1000])
@@ -102,26 +112,50 @@ def test_activation_bad_input(cls):
 @pytest.mark.parametrize("dtype, rtol", [(np.float32, 2e-6), (np.float64, 1e-14)])
 @pytest.mark.parametrize("shape", [(), (7,), (2, 5, 3, 4), (1, 33, 17, 16)])
 def test_kernels_match_numpy_references(rng, dtype, rtol, shape):
-    from numpyseg.layers.activations import (
-        sigmoid_backward, sigmoid_forward, silu_backward_reference, silu_forward_reference,
-    )
-
     x = (rng.standard_normal(shape) * 8).astype(dtype)
     if x.size >= 4:
         x.reshape(-1)[:4] = [100, -100, 0, -1000]  # both tails and the branch point
     dout = rng.standard_normal(shape).astype(dtype)
     y_ref, cache_ref = silu_forward_reference(x)
-    y, cache = silu_forward(x)
+    y, cache = silu_forward_fast(x)
     assert y.dtype == dtype and y.shape == x.shape
     np.testing.assert_allclose(y, y_ref, rtol=rtol, atol=rtol * 1e-3)
     # absolute slack near silu's minimum, where 1 + x (1 - s) cancels (float32 rounding on both sides)
-    np.testing.assert_allclose(silu_backward(dout, cache), silu_backward_reference(dout, cache_ref),
+    np.testing.assert_allclose(silu_backward_fast(dout, cache), silu_backward_reference(dout, cache_ref),
                                rtol=rtol, atol=rtol / 2)
-    s, s_cache = sigmoid_forward(x)
+    s, s_cache = sigmoid_forward_fast(x)
     # the float32 kernel flushes results below the smallest normal float32 to zero
     np.testing.assert_allclose(s, sigmoid(x), rtol=rtol, atol=float(np.finfo(dtype).tiny))
-    np.testing.assert_allclose(sigmoid_backward(dout, s_cache), dout * sigmoid(x) * (1 - sigmoid(x)),
+    np.testing.assert_allclose(sigmoid_backward_fast(dout, s_cache), dout * sigmoid(x) * (1 - sigmoid(x)),
                                rtol=rtol, atol=rtol / 2)
+    s_ref, s_ref_cache = sigmoid_forward_reference(x)
+    np.testing.assert_array_equal(s_ref, sigmoid(x))
+    np.testing.assert_allclose(sigmoid_backward_reference(dout, s_ref_cache), sigmoid_backward_fast(dout, s_cache),
+                               rtol=rtol, atol=rtol / 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_jitted_sigmoid_twins_equal_the_numpy_sigmoid(dtype):
+    """The scalar sigmoids compiled into the GroupNorm + SiLU and attention kernels are the same function."""
+    import numba
+
+    from numpyseg.kernels.activations import _sigmoid1
+    from numpyseg.kernels.attention import _sigmoid
+
+    @numba.njit
+    def run(values, one):
+        a, b = np.empty_like(values), np.empty_like(values)
+        for i in range(values.size):
+            a[i] = _sigmoid1(values[i], one)
+            b[i] = _sigmoid(values[i])
+        return a, b
+
+    x = np.concatenate([np.linspace(-120, 120, 20_001), [-1000.0, -88.0, 0.0, 88.0, 1000.0]]).astype(dtype)
+    kernel, attention = run(x, dtype(1))
+    tiny = 2 * float(np.finfo(dtype).tiny)  # the float32 kernel flushes e^-87.33 (~ tiny) and below to zero
+    rtol = 3e-7 if dtype == np.float32 else 1e-15
+    np.testing.assert_allclose(kernel, sigmoid(x), rtol=rtol, atol=tiny)
+    np.testing.assert_allclose(attention, sigmoid(x), rtol=rtol, atol=tiny)
 
 
 def test_silu_caches_only_its_input(rng):
@@ -134,8 +168,6 @@ def test_silu_caches_only_its_input(rng):
 
 
 def silu_forward_reference_of(x):
-    from numpyseg.layers.activations import silu_forward_reference
-
     return silu_forward_reference(x)[0]
 
 
@@ -163,8 +195,6 @@ def test_float32_exponential_is_accurate_to_float32_rounding():
 @pytest.mark.parametrize("dtype, rtol", [(np.float16, 1e-3), (np.longdouble, 1e-14)])
 def test_other_float_dtypes_are_computed_in_float64(rng, dtype, rtol):
     """The kernels are compiled for float32 and float64; float16 and long double still work."""
-    from numpyseg.layers.activations import silu_backward_reference, silu_forward_reference
-
     x = (rng.standard_normal((3, 5)) * 6).astype(dtype)
     x[0, :3] = [11, -11, 0]
     dout = rng.standard_normal((3, 5)).astype(dtype)

@@ -3,12 +3,10 @@
 import numpy as np
 import pytest
 
-from numpyseg.data.augment import (
-    Augmenter, iterate_batches, rotate, rotation_source, sample_bilinear,
-)
-from numpyseg.data.datasets import Sample
+from numpyseg.data.augment import Augmenter, rotate, rotation_source, sample_bilinear
 from numpyseg.data.padding import pad_to
 from numpyseg.data.synthetic import make_dataset, make_fundus
+from numpyseg.training.batches import make_batch
 
 GEOMETRY_ONLY = dict(brightness=0.0, contrast=0.0, gamma=0.0)
 
@@ -156,46 +154,34 @@ def test_crops_prefer_the_fov():
     assert small[0].shape == (16, 16, 3) and small[1].shape == (16, 16)
 
 
-def test_iterate_batches_pads_and_masks():
+def test_make_batch_pads_and_masks():
     samples = make_dataset(5, size=(50, 60), seed=1)
-    batches = list(iterate_batches(samples, 2, size=64, shuffle=False))
-    assert [b[0].shape[0] for b in batches] == [2, 2, 1]
-    images, labels, masks = batches[0]
+    images, labels, masks = make_batch(samples, [3, 1], (64, 64), None)
     assert images.shape == (2, 64, 64, 3) and labels.shape == masks.shape == (2, 64, 64, 1)
     assert images.dtype == labels.dtype == masks.dtype == np.float32
     np.testing.assert_array_equal(images[1], pad_to(samples[1].image, 64))
     np.testing.assert_array_equal(labels[1, :, :, 0], pad_to(samples[1].label, 64))
     assert masks[0, :50, :60].all() and not masks[0, 50:].any() and not masks[0, :, 60:].any()
-    fov_masks = next(iterate_batches(samples, 2, size=64, shuffle=False, mask="fov"))[2]
+    fov_masks = make_batch(samples, [0, 1], (64, 64), None, loss_fov=True)[2]
     np.testing.assert_array_equal(fov_masks[0, :, :, 0], pad_to(samples[0].fov, 64))
-    assert next(iterate_batches(samples, 2, size=64, shuffle=False, mask="all"))[2].all()
-    # shuffled epochs visit every sample once; drop_last drops the remainder
-    sums = sorted(float(x.sum()) for b in iterate_batches(samples, 2, size=64, rng=3) for x in b[0])
-    assert np.allclose(sums, sorted(float(s.image.sum()) for s in samples), rtol=1e-6)
-    assert len(list(iterate_batches(samples, 2, size=64, drop_last=True))) == 2
 
 
-def test_iterate_batches_default_size_and_augmentation():
+def test_make_batch_with_augmentation_and_patches():
     samples = make_dataset(3, size=(44, 52), seed=2)
-    images, labels, masks = next(iterate_batches(samples, 3, augmenter=Augmenter(rng=0), rng=0))
+    images, labels, masks = make_batch(samples, [0, 1, 2], (56, 56), Augmenter(rng=0))
     assert images.shape == (3, 56, 56, 3)  # rot90 may swap H and W, so both sides hold 52 -> 56
     for image, label, mask in zip(images, labels, masks):
         h, w = (44, 52) if mask[:, 45:].any() else (52, 44)
         assert mask[:h, :w].all() and mask.sum() == h * w
         assert not label[mask == 0].any()
-    patches = next(iterate_batches(samples, 2, augmenter=Augmenter(crop=24, rng=0), rng=0))
+    patches = make_batch(samples, [2, 0], (24, 24), Augmenter(crop=24, rng=0))
     assert patches[0].shape == (2, 24, 24, 3) and patches[2].all()
 
 
-def test_iterate_batches_errors():
+def test_make_batch_rejects_an_image_larger_than_the_batch():
     s = make_fundus((32, 32), rng=0)
-    unlabelled = Sample("u", s.image, None, s.fov)
-    with pytest.raises(ValueError, match="has no label"):
-        next(iterate_batches([unlabelled], 1))
     with pytest.raises(ValueError, match="larger than the batch size"):
-        next(iterate_batches([s], 1, size=16))
-    with pytest.raises(ValueError, match="mask must be"):
-        next(iterate_batches([s], 1, mask="pixels"))
+        make_batch([s], [0], (16, 16), None)
 
 
 def test_rotation_source_formula():

@@ -4,7 +4,6 @@ every bad input gives one line on stderr and a non-zero exit; DRIVE smoke test."
 import csv
 import json
 
-import numba
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,15 +19,6 @@ from numpyseg.training import trainer as T
 TINY = ["--synthetic-count", "6", "--synthetic-size", "32", "--batch-size", "2", "--base-channels", "8",
         "--val-count", "2", "--block-size", "3"]
 TIME_COLUMNS = {"images_per_s", "epoch_time_s", "elapsed_s"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_numba_thread():
-    # Tiny inputs: a parallel region costs more than the work, badly so on a loaded machine.
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,41 @@
-"""Conv2d: numba im2col/col2im and direct kernels against NumPy references, gradient check, PyTorch parity."""
+"""Conv2d: the direct kernels (fast) against the im2col reference and the definition, gradient check, PyTorch parity."""
 
 import numpy as np
 import pytest
 
 from numpyseg.devtools.gradcheck import check_module
-from numpyseg.kernels.im2col import col2im, col2im_reference, im2col, im2col_reference
-from numpyseg.layers.conv import Conv2d, conv2d_naive
+from numpyseg.layers.conv import (Conv2d, col2im, conv2d_backward_fast, conv2d_backward_reference,
+                                  conv2d_forward_fast, conv2d_forward_reference, im2col)
+
+
+def conv_by_definition(x, w, b=None):
+    """The 'same' convolution as the sum in the module docstring, one kernel offset at a time."""
+    k = w.shape[0]
+    p = k // 2
+    n, h, wd, _ = x.shape
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    out = np.zeros((n, h, wd, w.shape[3]), dtype=np.result_type(x, w))
+    for di in range(k):
+        for dj in range(k):
+            out += np.einsum("nhwc,co->nhwo", xp[:, di : di + h, dj : dj + wd, :], w[di, dj])
+    return out if b is None else out + b
 
 
 @pytest.mark.parametrize("k", [1, 3, 7])
-@pytest.mark.parametrize("shape", [(2, 5, 6, 3), (1, 8, 8, 16), (3, 7, 4, 2)])
-def test_im2col_kernels_match_reference(rng, k, shape):
+@pytest.mark.parametrize("shape", [(2, 5, 6, 3), (3, 7, 4, 2)])
+def test_im2col_copies_each_patch(rng, k, shape):
     x = rng.standard_normal(shape)
-    np.testing.assert_array_equal(im2col(x, k), im2col_reference(x, k))
-    cols = rng.standard_normal(shape[:3] + (k, k, shape[3]))
-    np.testing.assert_allclose(col2im(cols, k), col2im_reference(cols, k), rtol=1e-12, atol=1e-12)
+    cols = im2col(x, k)
+    p = k // 2
+    n, h, w, _ = shape
+    for i in range(h):
+        for j in range(w):
+            for di in range(k):
+                for dj in range(k):
+                    ii, jj = i + di - p, j + dj - p
+                    inside = 0 <= ii < h and 0 <= jj < w
+                    expected = x[:, ii, jj, :] if inside else np.zeros((n, shape[3]))
+                    np.testing.assert_array_equal(cols[:, i, j, di, dj, :], expected)
 
 
 def test_col2im_is_adjoint_of_im2col(rng):
@@ -26,13 +47,13 @@ def test_col2im_is_adjoint_of_im2col(rng):
 
 @pytest.mark.parametrize("k,c_in,c_out,shape", [(3, 3, 4, (2, 5, 6)), (1, 16, 1, (2, 4, 4)),
                                                 (7, 2, 1, (2, 9, 8)), (3, 8, 5, (3, 6, 7))])
-def test_conv2d_matches_naive_and_gradcheck(rng, k, c_in, c_out, shape):
+def test_conv2d_matches_definition_and_gradcheck(rng, k, c_in, c_out, shape):
     layer = Conv2d(c_in, c_out, k, rng=rng)
     layer.bias.data[:] = rng.standard_normal(c_out)
     x = rng.standard_normal(shape + (c_in,))
     report = check_module(layer, [x])
     assert report.passed, report
-    np.testing.assert_allclose(layer(x), conv2d_naive(x, layer.weight.data, layer.bias.data), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(layer(x), conv_by_definition(x, layer.weight.data, layer.bias.data), rtol=1e-10, atol=1e-12)
 
 
 def test_conv2d_without_bias_has_one_parameter(rng):
@@ -68,8 +89,6 @@ def test_conv2d_matches_torch(rng, torch):
 
 # ------------------------------------------------------- fast direct kernels
 from numpyseg.kernels.tiles import pack_weights  # noqa: E402
-from numpyseg.layers.conv import (conv2d_backward, conv2d_backward_simple, conv2d_forward,  # noqa: E402
-                                  conv2d_forward_simple)
 
 # (N, H, W, C_in, C_out, k): tiles of 8 pixels with leftovers, C_out not a multiple of 16
 # (partial lane block), C_in not a multiple of 8 (padded weight-gradient tile), the
@@ -81,7 +100,7 @@ FAST_CASES = [(2, 7, 9, 3, 4, 3), (1, 8, 19, 16, 16, 3), (2, 9, 6, 2, 1, 7), (1,
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", FAST_CASES)
-def test_fast_conv_matches_naive_and_simple(rng, case, dtype):
+def test_fast_conv_matches_definition_and_reference(rng, case, dtype):
     n, h, w, c_in, c_out, k = case
     x = rng.standard_normal((n, h, w, c_in)).astype(dtype)
     wt = rng.standard_normal((k, k, c_in, c_out)).astype(dtype)
@@ -89,15 +108,15 @@ def test_fast_conv_matches_naive_and_simple(rng, case, dtype):
     g = rng.standard_normal((n, h, w, c_out)).astype(dtype)
     tol = dict(rtol=1e-11, atol=1e-11) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
 
-    out, cache = conv2d_forward(x, wt, b)
-    out_simple, cache_simple = conv2d_forward_simple(x, wt, b)
+    out, cache = conv2d_forward_fast(x, wt, b)
+    out_ref, cache_ref = conv2d_forward_reference(x, wt, b)
     assert out.dtype == dtype and out.shape == (n, h, w, c_out)
-    np.testing.assert_allclose(out, conv2d_naive(x, wt, b), **tol)
-    np.testing.assert_allclose(out, out_simple, **tol)
+    np.testing.assert_allclose(out, conv_by_definition(x, wt, b), **tol)
+    np.testing.assert_allclose(out, out_ref, **tol)
 
-    for fast, simple in zip(conv2d_backward(g, cache), conv2d_backward_simple(g, cache_simple)):
-        assert fast.dtype == dtype and fast.shape == simple.shape
-        np.testing.assert_allclose(fast, simple, **tol)
+    for fast, ref in zip(conv2d_backward_fast(g, cache), conv2d_backward_reference(g, cache_ref)):
+        assert fast.dtype == dtype and fast.shape == ref.shape
+        np.testing.assert_allclose(fast, ref, **tol)
 
 
 def test_fast_conv_backward_matches_im2col_formulas(rng):
@@ -106,19 +125,19 @@ def test_fast_conv_backward_matches_im2col_formulas(rng):
     x = rng.standard_normal((n, h, w, c_in))
     wt = rng.standard_normal((k, k, c_in, c_out))
     g = rng.standard_normal((n, h, w, c_out))
-    dx, dw, db = conv2d_backward(g, conv2d_forward(x, wt, None)[1])
-    cols = im2col_reference(x, k).reshape(-1, k * k * c_in)
+    dx, dw, db = conv2d_backward_fast(g, conv2d_forward_fast(x, wt, None)[1])
+    cols = im2col(x, k).reshape(-1, k * k * c_in)
     np.testing.assert_allclose(dw, (cols.T @ g.reshape(-1, c_out)).reshape(wt.shape), rtol=1e-12)
     dcols = (g.reshape(-1, c_out) @ wt.reshape(-1, c_out).T).reshape(n, h, w, k, k, c_in)
-    np.testing.assert_allclose(dx, col2im_reference(dcols, k), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(dx, col2im(dcols, k), rtol=1e-11, atol=1e-12)
     np.testing.assert_allclose(db, g.sum(axis=(0, 1, 2)), rtol=1e-12)
 
 
 def test_fast_conv_accepts_non_contiguous_input(rng):
     x = rng.standard_normal((1, 3, 12, 9)).transpose(0, 2, 3, 1)  # (1, 12, 9, 3), a strided view
     wt = rng.standard_normal((3, 3, 3, 16))
-    out, _ = conv2d_forward(x, wt, None)
-    np.testing.assert_allclose(out, conv2d_naive(x, wt), rtol=1e-11, atol=1e-12)
+    out, _ = conv2d_forward_fast(x, wt, None)
+    np.testing.assert_allclose(out, conv_by_definition(x, wt), rtol=1e-11, atol=1e-12)
 
 
 def test_pack_weights_puts_16_output_channels_last(rng):
@@ -129,15 +148,15 @@ def test_pack_weights_puts_16_output_channels_last(rng):
     assert not wp[1, ..., 4:].any()  # padding lanes are zero
 
 
-def test_conv2d_layer_float32_matches_simple_path(rng):
+def test_conv2d_layer_float32_matches_reference(rng):
     layer = Conv2d(16, 32, 3, rng=rng)
     layer.bias.data[:] = rng.standard_normal(32).astype(np.float32)
     x = rng.standard_normal((2, 16, 24, 16)).astype(np.float32)
     g = rng.standard_normal((2, 16, 24, 32)).astype(np.float32)
     out = layer(x)
     dx = layer.backward(g)
-    out_s, cache = conv2d_forward_simple(x, layer.weight.data, layer.bias.data)
-    dx_s, dw_s, db_s = conv2d_backward_simple(g, cache)
+    out_s, cache = conv2d_forward_reference(x, layer.weight.data, layer.bias.data)
+    dx_s, dw_s, db_s = conv2d_backward_reference(g, cache)
     rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
     assert out.dtype == np.float32 and dx.dtype == np.float32
     assert rel(out, out_s) < 1e-6 and rel(dx, dx_s) < 1e-6

@@ -1,15 +1,13 @@
-"""ConvTranspose2d: strided and direct kernels vs NumPy references, naive loop, gradient check, PyTorch parity."""
+"""ConvTranspose2d: direct kernels (fast) vs the GEMM + strided col2im reference and the definition,
+gradient check, PyTorch parity."""
 
 import numpy as np
 import pytest
 
 from numpyseg.devtools.gradcheck import check_module
-from numpyseg.kernels.transpose import (col2im_strided, col2im_strided_reference, im2col_strided,
-                                        im2col_strided_reference)
-from numpyseg.layers.conv_transpose import (ConvTranspose2d, conv_transpose2d_backward,
-                                            conv_transpose2d_backward_im2col, conv_transpose2d_forward,
-                                            conv_transpose2d_forward_im2col, conv_transpose2d_naive,
-                                            same_offset)
+from numpyseg.layers.conv_transpose import (ConvTranspose2d, col2im_strided, conv_transpose2d_backward_fast,
+                                            conv_transpose2d_backward_reference, conv_transpose2d_forward_fast,
+                                            conv_transpose2d_forward_reference, im2col_strided, same_offset)
 
 rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
 
@@ -17,17 +15,36 @@ rel = lambda a, b: np.linalg.norm(a - b) / np.linalg.norm(b)
 CONFIGS = [(3, 2), (2, 2), (4, 2), (5, 2), (3, 1), (1, 2), (3, 3)]
 
 
+def conv_transpose_by_definition(x, w, b=None, stride=2):
+    """Every input pixel (i, j) adds w[di, dj] @ x[i, j] onto output pixel (s*i + di - p0, s*j + dj - p0)."""
+    n, h, wd, _ = x.shape
+    k, _, c_out, _ = w.shape
+    p0 = same_offset(k, stride)
+    ho, wo = stride * h, stride * wd
+    out = np.zeros((n, ho, wo, c_out), dtype=np.result_type(x, w))
+    for i in range(h):
+        for j in range(wd):
+            for di in range(k):
+                for dj in range(k):
+                    r, c = stride * i + di - p0, stride * j + dj - p0
+                    if 0 <= r < ho and 0 <= c < wo:
+                        out[:, r, c, :] += x[:, i, j, :] @ w[di, dj].T
+    return out if b is None else out + b
+
+
 @pytest.mark.parametrize("k,s", CONFIGS)
-@pytest.mark.parametrize("shape", [(2, 3, 4, 3), (1, 5, 5, 8), (3, 4, 1, 2)])
-def test_strided_kernels_match_reference(rng, k, s, shape):
-    n, h, w, c = shape
+def test_im2col_strided_copies_each_patch(rng, k, s):
+    n, h, w, c = 2, 3, 4, 3
     p0 = same_offset(k, s)
     y = rng.standard_normal((n, s * h, s * w, c))
-    np.testing.assert_array_equal(im2col_strided(y, k, s, p0, h, w),
-                                  im2col_strided_reference(y, k, s, p0, h, w))
-    cols = rng.standard_normal((n, h, w, k, k, c))
-    np.testing.assert_allclose(col2im_strided(cols, s, p0, s * h, s * w),
-                               col2im_strided_reference(cols, s, p0, s * h, s * w), rtol=1e-12, atol=1e-12)
+    cols = im2col_strided(y, k, s, p0, h, w)
+    for i in range(h):
+        for j in range(w):
+            for di in range(k):
+                for dj in range(k):
+                    r, q = s * i + di - p0, s * j + dj - p0
+                    inside = 0 <= r < s * h and 0 <= q < s * w
+                    np.testing.assert_array_equal(cols[:, i, j, di, dj], y[:, r, q] if inside else 0)
 
 
 @pytest.mark.parametrize("k,s", [(3, 2), (4, 2), (1, 2)])
@@ -45,7 +62,7 @@ def test_one_dimensional_alignment_k3_s2():
     x = np.array([1.0, 10.0, 100.0]).reshape(1, 3, 1, 1)
     w = np.zeros((3, 3, 1, 1))
     w[:, 1, 0, 0] = [1.0, 2.0, 3.0]  # only the centre column: the width axis is a pure copy
-    out = conv_transpose2d_naive(x, w)[0, :, 1, 0]
+    out = conv_transpose_by_definition(x, w)[0, :, 1, 0]
     np.testing.assert_array_equal(out, [1, 2, 3 + 10, 20, 30 + 100, 200])
     layer = ConvTranspose2d(1, 1)
     layer.weight.data = w
@@ -53,13 +70,13 @@ def test_one_dimensional_alignment_k3_s2():
 
 
 @pytest.mark.parametrize("k,s", CONFIGS)
-def test_fast_path_matches_naive(rng, k, s):
+def test_layer_matches_definition(rng, k, s):
     layer = ConvTranspose2d(3, 4, k, s, rng=rng)
     layer.bias.data[:] = rng.standard_normal(4)
     x = rng.standard_normal((2, 5, 4, 3)).astype(np.float32)
     out = layer(x)
     assert out.shape == (2, 5 * s, 4 * s, 4) and out.dtype == np.float32
-    np.testing.assert_allclose(out, conv_transpose2d_naive(x, layer.weight.data, layer.bias.data, s),
+    np.testing.assert_allclose(out, conv_transpose_by_definition(x, layer.weight.data, layer.bias.data, s),
                                rtol=1e-5, atol=1e-5)
 
 
@@ -93,20 +110,20 @@ DIRECT_CASES = [(2, 5, 13, 8, 17, 3, 2), (3, 4, 9, 3, 4, 3, 2), (1, 3, 11, 64, 4
 
 @pytest.mark.parametrize("case", DIRECT_CASES, ids=lambda c: "x".join(map(str, c)))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_direct_kernels_match_im2col_path_and_naive(rng, case, dtype):
+def test_fast_matches_reference_and_definition(rng, case, dtype):
     n, h, w, c_in, c_out, k, s = case
     x = rng.standard_normal((n, h, w, c_in)).astype(dtype)
     wt = rng.standard_normal((k, k, c_out, c_in)).astype(dtype)
     b = rng.standard_normal(c_out).astype(dtype)
     g = rng.standard_normal((n, s * h, s * w, c_out)).astype(dtype)
     tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=2e-5, atol=2e-5)
-    out, cache = conv_transpose2d_forward(x, wt, b, s)
-    out_ref, cache_ref = conv_transpose2d_forward_im2col(x, wt, b, s)
+    out, cache = conv_transpose2d_forward_fast(x, wt, b, s)
+    out_ref, cache_ref = conv_transpose2d_forward_reference(x, wt, b, s)
     assert out.shape == (n, s * h, s * w, c_out) and out.dtype == dtype
     np.testing.assert_allclose(out, out_ref, **tol)
-    np.testing.assert_allclose(out, conv_transpose2d_naive(x.astype(np.float64), wt.astype(np.float64),
+    np.testing.assert_allclose(out, conv_transpose_by_definition(x.astype(np.float64), wt.astype(np.float64),
                                                            b.astype(np.float64), s), **tol)
-    fast, ref = conv_transpose2d_backward(g, cache), conv_transpose2d_backward_im2col(g, cache_ref)
+    fast, ref = conv_transpose2d_backward_fast(g, cache), conv_transpose2d_backward_reference(g, cache_ref)
     for name, a, r in zip(("dx", "dw", "db"), fast, ref):
         assert a.shape == r.shape and a.dtype == dtype, name
         # dw and db sum over every pixel: compare relative to their size
@@ -119,10 +136,10 @@ def test_direct_kernels_on_two_threads(rng, parallel_threads):
     x = rng.standard_normal((2, 9, 11, 16))
     wt = rng.standard_normal((3, 3, 32, 16))
     g = rng.standard_normal((2, 18, 22, 32))
-    out, cache = conv_transpose2d_forward(x, wt, None)
-    out_ref, cache_ref = conv_transpose2d_forward_im2col(x, wt, None)
+    out, cache = conv_transpose2d_forward_fast(x, wt, None)
+    out_ref, cache_ref = conv_transpose2d_forward_reference(x, wt, None)
     np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=1e-12)
-    for a, r in zip(conv_transpose2d_backward(g, cache), conv_transpose2d_backward_im2col(g, cache_ref)):
+    for a, r in zip(conv_transpose2d_backward_fast(g, cache), conv_transpose2d_backward_reference(g, cache_ref)):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-10)
 
 
@@ -133,9 +150,9 @@ def test_direct_backward_accepts_non_contiguous_and_float64_gradient(rng):
     layer(x[:, :, ::-1])  # a non-contiguous view
     dx = layer.backward(g[:, :, ::-1])
     assert dx.dtype == layer.weight.grad.dtype == np.float32
-    _, cache = conv_transpose2d_forward_im2col(np.ascontiguousarray(x[:, :, ::-1]), layer.weight.data,
-                                               layer.bias.data)
-    dx_ref, dw_ref, _ = conv_transpose2d_backward_im2col(np.ascontiguousarray(g[:, :, ::-1], np.float32), cache)
+    _, cache = conv_transpose2d_forward_reference(np.ascontiguousarray(x[:, :, ::-1]), layer.weight.data,
+                                                  layer.bias.data)
+    dx_ref, dw_ref, _ = conv_transpose2d_backward_reference(np.ascontiguousarray(g[:, :, ::-1], np.float32), cache)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(layer.weight.grad, dw_ref, rtol=1e-4, atol=1e-3)
 

@@ -5,13 +5,10 @@ import numpy as np
 import pytest
 
 from numpyseg.devtools.gradcheck import check_module
-from numpyseg.kernels.dropblock import (
-    apply_mask,
-    apply_mask_reference,
-    expand_seeds,
-    expand_seeds_reference,
-)
-from numpyseg.layers.dropblock import DropBlock2d, clamp_block_size, dropblock_gamma, dropblock_mask
+from numpyseg.layers.dropblock import (DropBlock2d, clamp_block_size, dropblock_backward_fast,
+                                       dropblock_backward_reference, dropblock_forward_fast,
+                                       dropblock_forward_reference, dropblock_gamma, dropblock_mask,
+                                       expand_seeds_fast, expand_seeds_reference)
 
 
 def block_centres(dropped, bh, bw):
@@ -28,18 +25,21 @@ def block_centres(dropped, bh, bw):
 # ------------------------------------------------------------------- kernels
 @pytest.mark.parametrize("block", [(1, 1), (3, 3), (7, 7), (2, 2), (4, 3), (9, 10), (12, 12)])
 @pytest.mark.parametrize("shape", [(2, 9, 10, 3), (1, 16, 16, 5), (3, 7, 4, 1)])
-def test_expand_seeds_kernel_matches_reference(rng, block, shape):
+def test_expand_seeds_fast_matches_reference(rng, block, shape):
     seeds = (rng.random(shape) < 0.05).astype(np.uint8)
-    np.testing.assert_array_equal(expand_seeds(seeds, *block), expand_seeds_reference(seeds, *block))
+    np.testing.assert_array_equal(expand_seeds_fast(seeds, *block), expand_seeds_reference(seeds, *block))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_apply_mask_kernel_matches_reference(rng, dtype):
+def test_fast_mask_matches_reference(rng, dtype):
     x = rng.standard_normal((2, 5, 6, 3)).astype(dtype)
     dropped = (rng.random(x.shape) < 0.3).astype(np.uint8)
-    out = apply_mask(x, dropped, 1.37)
-    assert out.dtype == dtype
-    np.testing.assert_array_equal(out, apply_mask_reference(x, dropped, 1.37))
+    out, cache = dropblock_forward_fast(x, dropped, 1.37)
+    out_ref, cache_ref = dropblock_forward_reference(x, dropped, 1.37)
+    assert out.dtype == out_ref.dtype == dtype
+    np.testing.assert_array_equal(out, out_ref)
+    np.testing.assert_array_equal(np.where(dropped, 0, x * dtype(1.37)), out)
+    np.testing.assert_array_equal(dropblock_backward_fast(x, cache), dropblock_backward_reference(x, cache_ref))
 
 
 @pytest.mark.parametrize("b,expected_rows", [(7, (7, 14)), (3, (9, 12)), (2, (9, 11)), (4, (8, 12))])
@@ -47,7 +47,7 @@ def test_one_seed_drops_the_block_around_it(b, expected_rows):
     # TensorFlow 'SAME' max-pool: a seed at s drops s - b//2 .. s + (b-1)//2 (centred for odd b)
     seeds = np.zeros((1, 20, 20, 1), dtype=np.uint8)
     seeds[0, 10, 10, 0] = 1
-    dropped = expand_seeds(seeds, b, b)[0, :, :, 0]
+    dropped = expand_seeds_fast(seeds, b, b)[0, :, :, 0]
     expected = np.zeros((20, 20), dtype=np.uint8)
     lo, hi = expected_rows
     expected[lo:hi, lo:hi] = 1
@@ -63,7 +63,7 @@ def test_dropped_regions_are_whole_blocks_inside_the_map(b):
     assert dropped.any()
     # every dropped entry lies in some fully dropped b x b block whose centre is valid,
     # i.e. the map is exactly a union of such blocks (none clipped by the border)
-    np.testing.assert_array_equal(expand_seeds(block_centres(dropped, b, b), b, b), dropped)
+    np.testing.assert_array_equal(expand_seeds_fast(block_centres(dropped, b, b), b, b), dropped)
 
 
 def test_block_larger_than_map_is_clamped():

@@ -27,10 +27,10 @@ def reference_gate(layer, *inputs):
     """The layer's gate s (N, H, W) by the plain-NumPy formula of numpyseg.layers.attention."""
     w = layer.conv.weight.data
     if isinstance(layer, SpatialAttention):
-        _, (_, _, _, s, _) = spatial_attention_forward_reference(*inputs, w)
+        _, cache = spatial_attention_forward_reference(*inputs, w)
     else:
-        _, (_, _, _, s, _) = cross_scale_attention_forward_reference(*inputs, w)
-    return s[..., 0]
+        _, cache = cross_scale_attention_forward_reference(*inputs, w)
+    return cache[-1][..., 0]  # s (N, H, W, 1), last in the cache
 
 
 def capture_inputs(model):

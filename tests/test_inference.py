@@ -1,6 +1,5 @@
 """Whole-image prediction: padding and cropping, batching, eval mode, exact tiling, TTA, loading weights."""
 
-import numba
 import numpy as np
 import pytest
 
@@ -10,15 +9,6 @@ from numpyseg.inference import (dataset_pad_size, load_model, padded_shape, pred
                                 sigmoid)
 from numpyseg.layers.module import no_grad
 from numpyseg.models.unet import build_model
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_numba_thread():
-    # Tiny inputs: a parallel region costs more than the work, badly so on a loaded machine.
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,19 @@ import numpy as np
 import pytest
 
 from numpyseg.devtools.gradcheck import check_module
-from numpyseg.kernels.groupnorm import (
+from numpyseg.layers.norm import (
+    batchnorm_backward_fast,
+    batchnorm_backward_reference,
+    batchnorm_forward_fast,
+    batchnorm_forward_reference,
     groupnorm_backward_fast,
     groupnorm_backward_reference,
     groupnorm_forward_fast,
     groupnorm_forward_reference,
+    groupnorm_silu_backward_fast,
+    groupnorm_silu_backward_reference,
+    groupnorm_silu_forward_fast,
+    groupnorm_silu_forward_reference,
 )
 from numpyseg.layers.module import no_grad
 from numpyseg.layers.norm import BatchNorm2d, GroupNorm
@@ -28,23 +36,24 @@ def randomise_affine(layer, rng):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("shape,groups", [((2, 5, 7, 16), 8), ((3, 4, 4, 6), 3), ((1, 3, 5, 8), 1),
                                           ((2, 6, 3, 4), 4), ((2, 9, 8, 64), 8)])
-def test_groupnorm_kernels_match_reference(rng, dtype, shape, groups):
+def test_groupnorm_fast_matches_reference(rng, dtype, shape, groups):
     x = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
     gamma, beta = rng.standard_normal(shape[-1]), rng.standard_normal(shape[-1])
     dout = rng.standard_normal(shape).astype(dtype)
-    y, mean, rstd = groupnorm_forward_fast(x, gamma, beta, groups, 1e-3)
-    y_ref, mean_ref, rstd_ref = groupnorm_forward_reference(x, gamma, beta, groups, 1e-3)
+    y, cache = groupnorm_forward_fast(x, gamma, beta, groups, 1e-3)
+    y_ref, cache_ref = groupnorm_forward_reference(x, gamma, beta, groups, 1e-3)
     assert y.dtype == dtype
     tol = 1e-12 if dtype == np.float64 else 1e-5
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(rstd, rstd_ref, rtol=1e-12)
+    np.testing.assert_allclose(cache[2], cache_ref[2], rtol=1e-12, atol=1e-12)  # mean (N, G)
+    np.testing.assert_allclose(cache[3], cache_ref[3], rtol=1e-12)              # rstd (N, G)
     np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
-    dx, dgamma, dbeta = groupnorm_backward_fast(dout, x, gamma, mean, rstd, groups)
-    dx_ref, dgamma_ref, dbeta_ref = groupnorm_backward_reference(dout, x, gamma, mean, rstd, groups)
-    assert dx.dtype == dtype
+    dx, dgamma, dbeta = groupnorm_backward_fast(dout, cache)
+    dx_ref, dgamma_ref, dbeta_ref = groupnorm_backward_reference(dout, cache_ref)
+    assert dx.dtype == dgamma.dtype == dtype
     np.testing.assert_allclose(dx, dx_ref, rtol=tol, atol=tol)
-    np.testing.assert_allclose(dgamma, dgamma_ref, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(dbeta, dbeta_ref, rtol=1e-10, atol=1e-10)
+    sums = 1e-10 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(dgamma, dgamma_ref, rtol=sums, atol=sums * np.abs(dgamma_ref).max())
+    np.testing.assert_allclose(dbeta, dbeta_ref, rtol=sums, atol=sums * np.abs(dbeta_ref).max())
 
 
 def test_groupnorm_statistics_are_normalised(rng):
@@ -65,8 +74,8 @@ def test_groupnorm_float32_is_stable_with_a_large_offset(rng):
     # E[x^2] - E[x]^2 in float32 would lose every digit here; the two-pass statistics do not
     x = (1000.0 + rng.standard_normal((2, 16, 16, 16))).astype(np.float32)
     gamma, beta = np.ones(16), np.zeros(16)
-    y, _, _ = groupnorm_forward_fast(x, gamma, beta, 8, 1e-3)
-    y_ref, _, _ = groupnorm_forward_reference(x, gamma, beta, 8, 1e-3)  # float64 arithmetic
+    y, _ = groupnorm_forward_fast(x, gamma, beta, 8, 1e-3)
+    y_ref, _ = groupnorm_forward_reference(x, gamma, beta, 8, 1e-3)  # float64 arithmetic
     assert np.abs(y - y_ref).max() < 1e-3
     assert y.dtype == np.float32
 
@@ -224,24 +233,19 @@ def test_batchnorm_bad_input(rng):
 # ------------------------------------------------------------------ GroupNorm + SiLU, fused
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
 @pytest.mark.parametrize("shape, groups", [((2, 9, 7, 16), 8), ((1, 5, 3, 6), 3), ((3, 4, 4, 8), 1)])
-def test_fused_groupnorm_silu_kernels_match_reference(rng, dtype, tol, shape, groups):
-    from numpyseg.kernels.groupnorm import (
-        groupnorm_silu_backward_fast, groupnorm_silu_backward_reference,
-        groupnorm_silu_forward_fast, groupnorm_silu_forward_reference,
-    )
-
+def test_fused_groupnorm_silu_fast_matches_reference(rng, dtype, tol, shape, groups):
     c = shape[-1]
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
     gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
     dout = rng.standard_normal(shape).astype(dtype)
-    y, mean, rstd = groupnorm_silu_forward_fast(x, gamma, beta, groups, 1e-3)
-    y_ref, mean_ref, rstd_ref = groupnorm_silu_forward_reference(x, gamma, beta, groups, 1e-3)
+    y, cache = groupnorm_silu_forward_fast(x, gamma, beta, groups, 1e-3)
+    y_ref, cache_ref = groupnorm_silu_forward_reference(x, gamma, beta, groups, 1e-3)
     assert y.dtype == dtype
-    np.testing.assert_allclose(mean, mean_ref, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(rstd, rstd_ref, rtol=1e-10)
+    np.testing.assert_allclose(cache[3], cache_ref[3], rtol=1e-10, atol=1e-12)  # mean
+    np.testing.assert_allclose(cache[4], cache_ref[4], rtol=1e-10)              # rstd
     np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
-    got = groupnorm_silu_backward_fast(dout, x, gamma, beta, mean, rstd, groups)
-    want = groupnorm_silu_backward_reference(dout, x, gamma, beta, mean_ref, rstd_ref, groups)
+    got = groupnorm_silu_backward_fast(dout, cache)
+    want = groupnorm_silu_backward_reference(dout, cache_ref)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol * np.abs(w).max())
 
@@ -352,3 +356,23 @@ def test_batchnorm_without_cache_gives_the_same_result(rng, training):
     for name, value in layers[0].state_dict().items():
         np.testing.assert_array_equal(layers[1].state_dict()[name], value, err_msg=name)
     assert layers[1]._cache is None and layers[0]._cache is not None
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_batchnorm_fast_matches_reference(rng, training, dtype):
+    x = (rng.standard_normal((3, 4, 5, 6)) * 2 + 1).astype(dtype)
+    gamma, beta = rng.standard_normal(6).astype(dtype), rng.standard_normal(6).astype(dtype)
+    dout = rng.standard_normal(x.shape).astype(dtype)
+    stats = [(rng.standard_normal(6).astype(dtype), (rng.random(6) + 0.5).astype(dtype))]
+    stats.append((stats[0][0].copy(), stats[0][1].copy()))
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    y, cache = batchnorm_forward_fast(x, gamma, beta, *stats[0], training=training)
+    y_ref, cache_ref = batchnorm_forward_reference(x, gamma, beta, *stats[1], training=training)
+    assert y.dtype == y_ref.dtype == dtype
+    np.testing.assert_allclose(y, y_ref, rtol=tol, atol=tol)
+    for a, b in zip(stats[0], stats[1]):  # the same running statistics afterwards
+        np.testing.assert_allclose(a, b, rtol=tol)
+    for a, b in zip(batchnorm_backward_fast(dout, cache), batchnorm_backward_reference(dout, cache_ref)):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())

@@ -16,9 +16,10 @@ import pytest
 
 from numpyseg.errors import ConfigError
 from numpyseg.kernels import conv_direct, tiles, transpose
-from numpyseg.kernels.im2col import im2col_reference
-from numpyseg.layers.conv import conv2d_naive
-from numpyseg.layers.conv_transpose import conv_transpose2d_backward_im2col, conv_transpose2d_forward_im2col
+from numpyseg.layers.conv import (conv2d_backward_fast, conv2d_backward_reference, conv2d_forward_fast,
+                                  conv2d_forward_reference)
+from numpyseg.layers.conv_transpose import (conv_transpose2d_backward_fast, conv_transpose2d_backward_reference,
+                                            conv_transpose2d_forward_fast, conv_transpose2d_forward_reference)
 
 VARIANTS = sorted(tiles.TILE_SHAPES)
 
@@ -45,15 +46,12 @@ def test_conv_variant_matches_reference(rng, variant, case):
     wt = rng.standard_normal((k, k, c_in, c_out)).astype(np.float32)
     b = rng.standard_normal(c_out).astype(np.float32)
     g = rng.standard_normal((n, h, w, c_out)).astype(np.float32)
-    x64, w64, g64 = x.astype(np.float64), wt.astype(np.float64), g.astype(np.float64)
-
-    _close(conv_direct.conv2d_direct(x, wt, b, variant=variant), conv2d_naive(x64, w64, b.astype(np.float64)))
-    # dx is the convolution of dout with the flipped kernel; dW = cols^T dout
-    w_flipped = np.ascontiguousarray(w64[::-1, ::-1].transpose(0, 1, 3, 2))
-    _close(conv_direct.conv2d_input_grad_direct(g, wt, variant=variant), conv2d_naive(g64, w_flipped))
-    cols = im2col_reference(x64, k).reshape(-1, k * k * c_in)
-    dw = (cols.T @ g64.reshape(-1, c_out)).reshape(k, k, c_in, c_out)
-    _close(conv_direct.conv2d_weight_grad_direct(x, g, k, variant=variant), dw)
+    ref, ref_cache = conv2d_forward_reference(x.astype(np.float64), wt.astype(np.float64), b.astype(np.float64))
+    out, cache = conv2d_forward_fast(x, wt, b, variant=variant)
+    _close(out, ref)
+    # dx: the convolution of dout with the flipped kernel, dW = cols^T dout, by the variant's kernels
+    for got, want in zip(conv2d_backward_fast(g, cache), conv2d_backward_reference(g.astype(np.float64), ref_cache)):
+        _close(got, want)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -65,12 +63,14 @@ def test_transpose_variant_matches_reference(rng, variant, case):
     b = rng.standard_normal(c_out).astype(np.float32)
     g = rng.standard_normal((n, s * h, s * w, c_out)).astype(np.float32)
     offset = max(k - s, 0) // 2
-    ref, cache = conv_transpose2d_forward_im2col(x.astype(np.float64), wt.astype(np.float64),
-                                                 b.astype(np.float64), s)
-    dx_ref, dw_ref, _ = conv_transpose2d_backward_im2col(g.astype(np.float64), cache)
-    _close(transpose.conv_transpose2d_direct(x, wt, b, s, offset, variant=variant), ref)
-    _close(transpose.conv_transpose2d_input_grad_direct(g, wt, h, w, s, offset, variant=variant), dx_ref)
-    _close(transpose.conv_transpose2d_weight_grad_direct(x, g, k, s, offset, variant=variant), dw_ref)
+    ref, ref_cache = conv_transpose2d_forward_reference(x.astype(np.float64), wt.astype(np.float64),
+                                                        b.astype(np.float64), s)
+    out, cache = conv_transpose2d_forward_fast(x, wt, b, s, variant=variant)
+    assert cache[-1] == variant and offset == max(k - s, 0) // 2
+    _close(out, ref)
+    for got, want in zip(conv_transpose2d_backward_fast(g, cache),
+                         conv_transpose2d_backward_reference(g.astype(np.float64), ref_cache)):
+        _close(got, want)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -122,8 +122,8 @@ def test_the_chosen_variant_is_the_one_used_by_default():
 
 def test_unknown_variant_is_a_one_line_error(rng):
     with pytest.raises(ConfigError, match="unknown tile variant 'avx9'"):
-        conv_direct.conv2d_direct(np.zeros((1, 8, 8, 16), np.float32), np.zeros((3, 3, 16, 16), np.float32),
-                                  variant="avx9")
+        conv_direct.conv_forward(np.zeros((1, 8, 8, 16), np.float32), np.zeros((3, 3, 16, 16), np.float32),
+                                 variant="avx9")
 
 
 def test_environment_override_picks_the_variant_and_rejects_nonsense():
@@ -138,17 +138,17 @@ def test_environment_override_picks_the_variant_and_rejects_nonsense():
 
 NO_AVX_SCRIPT = """
 import numpy as np
-from numpyseg.kernels import conv_direct, tiles, transpose
-from numpyseg.layers.conv import conv2d_naive
-from numpyseg.layers.conv_transpose import conv_transpose2d_forward_im2col
+from numpyseg.kernels import tiles
+from numpyseg.layers.conv import conv2d_forward_fast, conv2d_forward_reference
+from numpyseg.layers.conv_transpose import conv_transpose2d_forward_fast, conv_transpose2d_forward_reference
 assert tiles.instruction_set() == "SSE" and tiles.TILE_VARIANT == "portable", tiles.TILE_VARIANT
 rng = np.random.default_rng(0)
 x = rng.standard_normal((1, 5, 13, 16)).astype(np.float32)
 w = rng.standard_normal((3, 3, 16, 24)).astype(np.float32)
-worst = np.abs(conv_direct.conv2d_direct(x, w) - conv2d_naive(x.astype(float), w.astype(float))).max()
+worst = np.abs(conv2d_forward_fast(x, w)[0] - conv2d_forward_reference(x.astype(float), w.astype(float))[0]).max()
 wt = rng.standard_normal((3, 3, 24, 16)).astype(np.float32)
-ref, _ = conv_transpose2d_forward_im2col(x.astype(float), wt.astype(float), None, 2)
-worst = max(worst, np.abs(transpose.conv_transpose2d_direct(x, wt, None, 2, 0) - ref).max())
+ref, _ = conv_transpose2d_forward_reference(x.astype(float), wt.astype(float), None, 2)
+worst = max(worst, np.abs(conv_transpose2d_forward_fast(x, wt, None, 2)[0] - ref).max())
 print(worst)
 """
 

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 
-import numba
 import numpy as np
 import pytest
 
@@ -24,15 +23,6 @@ from numpyseg.training.trainer import Trainer, TrainingDiverged
 TINY = dict(synthetic_count=6, synthetic_size=32, batch_size=2, base_channels=8, val_count=2, block_size=3,
             epochs=2)
 RUN_KEYS = ("epoch", "steps", "train_loss", "val_loss", "val_f1", "val_auc", "lr", "best")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_numba_thread():
-    # Tiny inputs: a parallel region costs more than the work, badly so on a loaded machine.
-    previous = numba.get_num_threads()
-    numba.set_num_threads(1)
-    yield
-    numba.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

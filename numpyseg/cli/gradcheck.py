@@ -14,6 +14,7 @@ def run(args):
 
     import numba
 
+    from numpyseg.backends import get_backend
     from numpyseg.devtools.gradcheck_suite import LAYER_CHECKS, MODEL_CHECKS
     from numpyseg.validate import check_int
 
@@ -33,5 +34,6 @@ def run(args):
         seconds = time.perf_counter() - start
         print(f"{name:<34}{report.worst:>18.2e}  {report.worst_name:<24}"
               f"{'pass' if report.passed else 'FAIL'}  ({seconds:.1f} s)")
-    print(f"{len(checks) - failures} passed, {failures} failed (tolerance 1e-6, float64)")
+    print(f"{len(checks) - failures} passed, {failures} failed (tolerance 1e-6, float64, "
+          f"{get_backend()} backend: NUMPYSEG_BACKEND=reference checks the plain-NumPy layers)")
     return 1 if failures else 0

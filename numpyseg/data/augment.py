@@ -1,4 +1,4 @@
-"""Random augmentation of (image, label, FOV) triples, and mini-batches.
+"""Random augmentation of (image, label, FOV) triples (batches: numpyseg.training.batches).
 
 Geometric transforms move the image, the label and the FOV mask together
 (labels and masks by nearest neighbour, so they stay 0/1; the image
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.data.padding import next_multiple, pad_to
+from numpyseg.data.padding import pad_to
 
 
 def _as_rng(seed_or_rng) -> np.random.Generator:
@@ -224,87 +224,3 @@ class Augmenter:
             np.clip(image, 0.0, 1.0, out=image)
             image[~inside] = original[~inside]
         return image.astype(np.float32, copy=False)
-
-
-MASK_MODES = ("image", "fov", "all")
-
-
-def batch_size_for(samples, augmenter: Augmenter | None = None, multiple: int = 8) -> tuple[int, int]:
-    """The smallest (H, W), multiples of `multiple`, that holds every (augmented) sample.
-
-    With a cropping augmenter it is the patch size (rounded up); with rot90 on
-    non-square images both sides take the longer one (k odd swaps H and W).
-    """
-    if augmenter is not None and augmenter.crop is not None:
-        height, width = augmenter.crop
-    else:
-        height = max(s.image.shape[0] for s in samples)
-        width = max(s.image.shape[1] for s in samples)
-        if augmenter is not None and augmenter.rot90 and height != width:
-            height = width = max(height, width)
-    return next_multiple(height, multiple), next_multiple(width, multiple)
-
-
-def iterate_batches(samples, batch_size: int, size=None, augmenter: Augmenter | None = None,
-                    rng=None, shuffle: bool = True, drop_last: bool = False, mask: str = "image"):
-    """Yield zero-padded mini-batches for one epoch.
-
-    Args:
-        samples: list of `Sample` (each with a label).
-        batch_size: samples per batch (the last batch may be smaller unless drop_last).
-        size: padded size (H, W) or int; None -> `batch_size_for(samples, augmenter)`.
-            Use `default_pad_size('drive')` = 592 to pad as the authors did.
-        augmenter: an `Augmenter` applied to every sample, or None.
-        rng: seed or Generator for the shuffling order.
-        shuffle: visit the samples in a random order.
-        drop_last: skip a final incomplete batch.
-        mask: which pixels the loss should count (the yielded `masks`):
-            'image' -> 1 on pixels that come from the original image, 0 on the
-                       zero padding at the bottom/right and on corners brought
-                       in by a rotation;
-            'fov'   -> the FOV inside that region;
-            'all'   -> 1 everywhere (the authors' choice: the loss over every
-                       pixel of the padded batch).
-
-    Yields:
-        (images float32 (N, H, W, 3), labels float32 (N, H, W, 1) of 0/1,
-         masks float32 (N, H, W, 1) of 0/1).
-    """
-    if mask not in MASK_MODES:
-        raise ValueError(f"iterate_batches: mask must be one of {MASK_MODES}, got {mask!r}")
-    if batch_size < 1:
-        raise ValueError(f"iterate_batches: batch_size must be >= 1, got {batch_size}")
-    samples = list(samples)
-    if not samples:
-        raise ValueError("iterate_batches: no samples")
-    for s in samples:
-        if s.label is None:
-            raise ValueError(f"iterate_batches: sample {s.name} has no label")
-    height, width = batch_size_for(samples, augmenter) if size is None else (
-        (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1])))
-    order = _as_rng(rng).permutation(len(samples)) if shuffle else np.arange(len(samples))
-    stop = len(order) - (len(order) % batch_size if drop_last else 0)
-    for start in range(0, stop, batch_size):
-        chosen = order[start:start + batch_size]
-        images = np.zeros((len(chosen), height, width, 3), np.float32)
-        labels = np.zeros((len(chosen), height, width, 1), np.float32)
-        masks = np.zeros((len(chosen), height, width, 1), np.float32)
-        for row, index in enumerate(chosen):
-            s = samples[index]
-            if augmenter is not None:
-                image, label, fov, region = augmenter.transform(s.image, s.label, s.fov)
-            else:
-                image, label, fov, region = s.image, s.label, s.fov, np.ones(s.shape, np.uint8)
-            h, w = image.shape[:2]
-            if h > height or w > width:
-                raise ValueError(f"iterate_batches: sample {s.name} is {h}x{w} (HxW) after augmentation, "
-                                 f"larger than the batch size {height}x{width}")
-            images[row, :h, :w] = image
-            labels[row, :h, :w, 0] = label
-            if mask == "all":
-                masks[row] = 1.0
-            elif mask == "fov":
-                masks[row, :h, :w, 0] = fov * region
-            else:
-                masks[row, :h, :w, 0] = region
-        yield images, labels, masks

@@ -287,7 +287,7 @@ def conv_benchmark(shapes=MODEL_CONV_SHAPES, repeats: int = 5, use_torch: bool =
     """
     import numba
 
-    from numpyseg.layers.conv import conv2d_backward, conv2d_forward
+    from numpyseg.layers.conv import conv2d_backward_fast, conv2d_forward_fast
 
     threads = threads or numba.get_num_threads()
     torch = _import_torch(use_torch, threads)
@@ -303,8 +303,8 @@ def conv_benchmark(shapes=MODEL_CONV_SHAPES, repeats: int = 5, use_torch: bool =
         w = (rng.standard_normal((k, k, c_in, c_out)) * 0.1).astype(np.float32)
         b = np.zeros(c_out, np.float32)
         g = rng.standard_normal((1, size, size, c_out)).astype(np.float32)
-        _, cache = conv2d_forward(x, w, b)
-        conv2d_backward(g, cache)  # compile / warm up
+        _, cache = conv2d_forward_fast(x, w, b)
+        conv2d_backward_fast(g, cache)  # compile / warm up
         times = {"fwd": [], "bwd": [], "torch_fwd": [], "torch_bwd": []}
         if torch is not None:
             tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
@@ -313,8 +313,8 @@ def conv_benchmark(shapes=MODEL_CONV_SHAPES, repeats: int = 5, use_torch: bool =
             tg = torch.tensor(g.transpose(0, 3, 1, 2))
             conv = torch.nn.functional.conv2d
         for _ in range(repeats):
-            times["fwd"].append(_timed(conv2d_forward, x, w, b))
-            times["bwd"].append(_timed(conv2d_backward, g, cache))
+            times["fwd"].append(_timed(conv2d_forward_fast, x, w, b))
+            times["bwd"].append(_timed(conv2d_backward_fast, g, cache))
             if torch is not None:
                 with torch.no_grad():
                     times["torch_fwd"].append(_timed(conv, tx, tw, tb, 1, k // 2))

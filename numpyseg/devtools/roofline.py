@@ -209,8 +209,7 @@ def conv_throughput(scale: float = 1.0, repeats: int = 3, shapes=CONV_SHAPES) ->
         one dict per shape: size, c_in, c_out, flops, and the GFLOP/s of
         "forward", "input_grad", "weight_grad".
     """
-    from numpyseg.kernels.conv_direct import (conv2d_direct, conv2d_input_grad_direct,
-                                              conv2d_weight_grad_direct)
+    from numpyseg.kernels.conv_direct import conv_forward, conv_input_grad, conv_weight_grad
 
     rng = np.random.default_rng(0)
     rows = []
@@ -220,8 +219,8 @@ def conv_throughput(scale: float = 1.0, repeats: int = 3, shapes=CONV_SHAPES) ->
         w = rng.standard_normal((3, 3, c_in, c_out), dtype=np.float32) * np.float32(0.1)
         b = np.zeros(c_out, np.float32)
         dout = rng.standard_normal((1, size, size, c_out), dtype=np.float32)
-        calls = {"forward": (conv2d_direct, x, w, b), "input_grad": (conv2d_input_grad_direct, dout, w),
-                 "weight_grad": (conv2d_weight_grad_direct, x, dout, 3)}
+        calls = {"forward": (conv_forward, x, w, b), "input_grad": (conv_input_grad, dout, w),
+                 "weight_grad": (conv_weight_grad, x, dout, 3)}
         times = {name: [] for name in calls}
         for function, *args in calls.values():
             function(*args)  # warm-up (and numba's compile or cache load)

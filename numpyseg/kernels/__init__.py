@@ -1,4 +1,8 @@
-"""numba kernels, each beside its plain-NumPy reference.
+"""numba kernels: the implementation of the layers' `<op>_forward_fast` / `<op>_backward_fast`.
+
+Each operation's plain-NumPy reference sits beside its fast version in its layer module
+(numpyseg/layers/*.py); in the "reference" backend (numpyseg.backends) none of these
+kernels runs.
 
 `TILE_VARIANT` names the register-tile shape the convolution kernels use on
 this CPU ('avx512', 'avx2' or 'portable'; see numpyseg.kernels.tiles).

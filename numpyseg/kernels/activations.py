@@ -1,5 +1,6 @@
-"""Element-wise sigmoid and SiLU as numba kernels (the NumPy references are in
-numpyseg/layers/activations.py).
+"""Element-wise sigmoid and SiLU as numba kernels: the fast path of
+numpyseg/layers/activations.py (`sigmoid_forward_fast`, `silu_forward_fast`, ...), whose
+plain-NumPy references (`sigmoid`, `silu_forward_reference`, ...) they are tested against.
 
     sigmoid(x) = s = 1 / (1 + exp(-x))         ds/dx = s * (1 - s)
     silu(x)    = x * s                         d/dx  = s * (1 + x * (1 - s))
@@ -16,9 +17,9 @@ Overflow: exp(-|x|) lies in (0, 1] for every x, so with e = exp(-|x|)
 
 never overflows (float32 exp(-x) alone would for x < -88).
 
-Every kernel works on flat, contiguous float32 or float64 arrays; the wrappers below
-accept any shape, and compute other float dtypes (float16, long double) in float64 and
-round the result back to the input's dtype.
+Every kernel works on flat, contiguous float32 or float64 arrays; `elementwise` below
+accepts any shape, and computes other float dtypes (float16, long double) in float64 and
+rounds the result back to the input's dtype.
 
 The exponential.  np.exp inside a numba loop is a call to the C library's scalar exp,
 one number at a time, and it costs more than everything else SiLU does.  For float32
@@ -97,27 +98,27 @@ def _sigmoid1(v, one):
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigmoid_kernel(x, one, out):
+def sigmoid_kernel(x, one, out):
     for i in numba.prange(x.size):
         out[i] = _sigmoid1(x[i], one)
 
 
 @numba.njit(parallel=True, cache=True)
-def _sigmoid_backward_kernel(dout, s, one, dx):
+def sigmoid_backward_kernel(dout, s, one, dx):
     for i in numba.prange(s.size):
         si = s[i]
         dx[i] = dout[i] * si * (one - si)
 
 
 @numba.njit(parallel=True, cache=True)
-def _silu_kernel(x, one, out):
+def silu_kernel(x, one, out):
     for i in numba.prange(x.size):
         v = x[i]
         out[i] = v * _sigmoid1(v, one)
 
 
 @numba.njit(parallel=True, cache=True)
-def _silu_backward_kernel(dout, x, one, dx):
+def silu_backward_kernel(dout, x, one, dx):
     for i in numba.prange(x.size):
         v = x[i]
         s = _sigmoid1(v, one)
@@ -131,7 +132,7 @@ def _flat(a: np.ndarray, dtype=None) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
 
 
-def _elementwise(kernel, out_like: np.ndarray, *arrays: np.ndarray) -> np.ndarray:
+def elementwise(kernel, out_like: np.ndarray, *arrays: np.ndarray) -> np.ndarray:
     """Run kernel(*flat arrays, one, flat out) and return out, shaped and typed as out_like.
 
     The kernels are compiled for float32 and float64; other float dtypes are computed
@@ -142,23 +143,3 @@ def _elementwise(kernel, out_like: np.ndarray, *arrays: np.ndarray) -> np.ndarra
     out = np.empty(out_like.shape, dtype=work)
     kernel(*(_flat(a, work) for a in arrays), work.type(1), out.reshape(-1))
     return out if work == dt else out.astype(dt)
-
-
-def sigmoid_fast(x: np.ndarray) -> np.ndarray:
-    """sigmoid(x), any shape, in x's float dtype."""
-    return _elementwise(_sigmoid_kernel, x, x)
-
-
-def sigmoid_backward_fast(dout: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """dx = dout * s * (1 - s), from the forward's output s; in s's dtype."""
-    return _elementwise(_sigmoid_backward_kernel, s, dout, s)
-
-
-def silu_fast(x: np.ndarray) -> np.ndarray:
-    """x * sigmoid(x), any shape, in x's float dtype."""
-    return _elementwise(_silu_kernel, x, x)
-
-
-def silu_backward_fast(dout: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """dx = dout * s * (1 + x * (1 - s)), s = sigmoid(x) recomputed from the input x; in x's dtype."""
-    return _elementwise(_silu_backward_kernel, x, dout, x)

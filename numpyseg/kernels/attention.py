@@ -40,8 +40,11 @@ backward; under no_grad() neither s nor the arg-max is kept.  The channel sums (
 and sum_c g x) also let LLVM reorder additions, to vectorise them along the channels,
 and accumulate in float64.
 
-Each kernel has a plain-NumPy reference: `gate_conv_*_reference` here, and the
-`*_reference` layer functions in numpyseg/layers/attention.py; tests check they agree.
+These kernels are the fast path of numpyseg/layers/attention.py
+(`spatial_attention_forward_fast`, `cross_scale_attention_forward_fast`, ...), whose
+plain-NumPy references beside them there (`*_reference`, with the gate convolution of
+`conv2d_forward_reference`) tests check them against; `_sigmoid` is the jitted twin
+of numpyseg.layers.activations.sigmoid, tested equal to it.
 Set NUMBA_DISABLE_JIT=1 to step through the kernels.
 """
 
@@ -56,36 +59,6 @@ from numba import prange
 from numpyseg.kernels.conv_direct import _FAST, flat_get
 
 _SUM = {"reassoc", "contract"}  # additions may be reordered: lets LLVM vectorise a sum
-
-
-# ----------------------------------------------------------------- references
-def gate_conv_forward_reference(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(N, H, W, C), (k, k, C, 1) -> z (N, H, W, 1)."""
-    n, h, wd, _ = a.shape
-    k = w.shape[0]
-    p = k // 2
-    ap = np.pad(a, ((0, 0), (p, p), (p, p), (0, 0)))
-    z = np.zeros((n, h, wd, 1), dtype=np.result_type(a, w))
-    for di in range(k):
-        for dj in range(k):
-            z += ap[:, di : di + h, dj : dj + wd, :] @ w[di, dj]
-    return z
-
-
-def gate_conv_backward_reference(dz: np.ndarray, a: np.ndarray, w: np.ndarray):
-    """dz (N, H, W, 1) -> da (N, H, W, C), dw (k, k, C, 1)."""
-    n, h, wd, c = a.shape
-    k = w.shape[0]
-    p = k // 2
-    ap = np.pad(a, ((0, 0), (p, p), (p, p), (0, 0)))
-    dap = np.zeros_like(ap, dtype=np.result_type(dz, w))
-    dw = np.zeros(w.shape, dtype=np.result_type(dz, a))
-    for di in range(k):
-        for dj in range(k):
-            window = (slice(None), slice(di, di + h), slice(dj, dj + wd), slice(None))
-            dap[window] += dz * w[di, dj, :, 0]
-            dw[di, dj, :, 0] = np.sum(ap[window] * dz, axis=(0, 1, 2))
-    return dap[:, p : p + h, p : p + wd, :], dw
 
 
 # ------------------------------------------------------- row helpers (numba)
@@ -181,36 +154,6 @@ def _sigmoid(z):
     return (1.0 if z >= 0 else e) / (1.0 + e)
 
 
-# ---------------------------------------------------------- gate convolution
-@numba.njit(parallel=True, cache=True)
-def gate_conv_kernel(a, w, z):
-    """z[n, i, j] = the gate convolution of the planar map a (N, C, H, W); one task per row."""
-    n_img, h = a.shape[0], a.shape[2]
-    for task in prange(n_img * h):
-        n = task // h
-        i = task % h
-        _gate_conv_row(a, w, n, i, z[n, i])
-
-
-@numba.njit(parallel=True, cache=True)
-def gate_conv_backward_kernel(dz, a, w, da, partial):
-    """da (N, C, H, W) planar and partial[t] = task t's share of dw (k, k, C), float64.
-
-    Task t does rows t, t+T, t+2T, ...: it owns those rows of da and partial[t], so
-    no two tasks write the same memory; the caller adds the T partial sums.
-    """
-    n_img, h = dz.shape[0], dz.shape[1]
-    tasks = partial.shape[0]
-    for task in prange(tasks):
-        acc = partial[task]
-        acc[:] = 0
-        for row in range(task, n_img * h, tasks):
-            n = row // h
-            i = row % h
-            _gate_input_grad_row(dz, w, n, i, da[n, :, i, :])
-            _gate_weight_grad_row(a, dz, n, i, acc)
-
-
 # --------------------------------------------------------- fused layer passes
 @numba.njit(parallel=True, fastmath=_SUM, cache=True)
 def mean_max_kernel(x, a, arg):
@@ -301,7 +244,8 @@ def gate_grad_kernel(g, x, s, dz):
 def spatial_attention_backward_kernel(g, s, dz, a, arg, w, dx, partial):
     """dx = g s + da_0 / C, plus da_1 on the arg-max channel; partial[t] = task t's share of dw.
 
-    Rows t, t+T, ... belong to task t (see gate_conv_backward_kernel).
+    Rows t, t+T, ... belong to task t: it owns those rows of dx and partial[t], so no two
+    tasks write the same memory; the caller adds the T partial sums.
     """
     n_img, h, wd, c = g.shape
     tasks = partial.shape[0]
@@ -348,97 +292,3 @@ def cross_scale_attention_backward_kernel(g, s, dz, a, w, d_enc, d_dec, partial)
                     d_enc[n, i, j, ch] = g[n, i, j, ch] * sj + enc_part
                 for ch in range(c_d):
                     d_dec[n, i, j, ch] = dec_part
-
-
-# ----------------------------------------------------------- Python wrappers
-def _tasks(rows: int) -> int:
-    """Parallel tasks of the backward kernels: one per numba thread (at most one per row)."""
-    return max(1, min(numba.get_num_threads(), rows))
-
-
-def _as(a: np.ndarray, dtype) -> np.ndarray:
-    """`a` as a C-contiguous array of `dtype` (a copy only when needed): flat_get needs that."""
-    return np.ascontiguousarray(a, dtype=dtype)
-
-
-def gate_conv_forward(a: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """(N, H, W, C), (k, k, C, 1) -> z (N, H, W, 1); numba version of the reference."""
-    dt = np.result_type(a, w)
-    z = np.empty(a.shape[:3], dtype=dt)
-    gate_conv_kernel(_as(a.transpose(0, 3, 1, 2), dt), _as(w, dt), z)
-    return z[..., None]
-
-
-def gate_conv_backward(dz: np.ndarray, a: np.ndarray, w: np.ndarray):
-    """dz (N, H, W, 1) -> da (N, H, W, C), dw (k, k, C, 1); numba version of the reference."""
-    dt = np.result_type(dz, a, w)
-    n, h, wd, c = a.shape
-    da = np.empty((n, c, h, wd), dtype=dt)
-    partial = np.empty((_tasks(n * h),) + w.shape[:3], dtype=np.float64)
-    gate_conv_backward_kernel(_as(dz[..., 0], dt), _as(a.transpose(0, 3, 1, 2), dt), _as(w, dt), da, partial)
-    return da.transpose(0, 2, 3, 1), partial.sum(axis=0).reshape(w.shape).astype(dt)
-
-
-def spatial_attention_forward_fused(x: np.ndarray, w: np.ndarray, keep: bool):
-    """out = x * sigma(conv([mean_c x, max_c x]; w)) in two passes over x.
-
-    Returns:
-        out (N, H, W, C) and, when `keep`, (a (N, 2, H, W), arg (N, H, W), s (N, H, W))
-        for the backward; otherwise None.
-    """
-    x = np.ascontiguousarray(x)
-    n, h, wd, _ = x.shape
-    a = np.empty((n, 2, h, wd), dtype=x.dtype)
-    arg = np.empty((n, h, wd) if keep else (0, 0, 0), dtype=np.int32)
-    s = np.empty((n, h, wd) if keep else (0, 0, 0), dtype=x.dtype)
-    out = np.empty_like(x)
-    mean_max_kernel(x, a, arg)
-    gate_scale_kernel(x, a, _as(w, x.dtype), s, out)
-    return out, ((a, arg, s) if keep else None)
-
-
-def spatial_attention_backward_fused(dout: np.ndarray, x: np.ndarray, w: np.ndarray, a, arg, s):
-    """dx (N, H, W, C) and dw (k, k, 2, 1) of spatial_attention_forward_fused."""
-    x = np.ascontiguousarray(x)
-    g = _as(dout, x.dtype)
-    n, h, wd, _ = x.shape
-    w = _as(w, x.dtype)
-    dz = np.empty((n, h, wd), dtype=x.dtype)
-    gate_grad_kernel(g, x, s, dz)
-    dx = np.empty_like(x)
-    partial = np.empty((_tasks(n * h),) + w.shape[:3], dtype=np.float64)
-    spatial_attention_backward_kernel(g, s, dz, a, arg, w, dx, partial)
-    return dx, partial.sum(axis=0).reshape(w.shape).astype(x.dtype)
-
-
-def cross_scale_attention_forward_fused(enc: np.ndarray, dec: np.ndarray, w: np.ndarray, keep: bool):
-    """out = enc * sigma(conv([mean_c enc, mean_c dec]; w)) in two passes over enc, one over dec.
-
-    Returns:
-        out (N, H, W, C_e) and, when `keep`, (a (N, 2, H, W), s (N, H, W)); otherwise None.
-    """
-    enc = np.ascontiguousarray(enc)
-    dec = _as(dec, enc.dtype)
-    n, h, wd, _ = enc.shape
-    a = np.empty((n, 2, h, wd), dtype=enc.dtype)
-    s = np.empty((n, h, wd) if keep else (0, 0, 0), dtype=enc.dtype)
-    out = np.empty_like(enc)
-    two_means_kernel(enc, dec, a)
-    gate_scale_kernel(enc, a, _as(w, enc.dtype), s, out)
-    return out, ((a, s) if keep else None)
-
-
-def cross_scale_attention_backward_fused(dout: np.ndarray, enc: np.ndarray, dec_channels: int,
-                                         w: np.ndarray, a, s):
-    """d_enc (N, H, W, C_e), d_dec (N, H, W, C_d) and dw (k, k, 2, 1) of the fused CSA forward."""
-    enc = np.ascontiguousarray(enc)
-    g = _as(dout, enc.dtype)
-    n, h, wd, _ = enc.shape
-    w = _as(w, enc.dtype)
-    dz = np.empty((n, h, wd), dtype=enc.dtype)
-    gate_grad_kernel(g, enc, s, dz)
-    d_enc = np.empty_like(enc)
-    d_dec = np.empty((n, h, wd, dec_channels), dtype=enc.dtype)
-    partial = np.empty((_tasks(n * h),) + w.shape[:3], dtype=np.float64)
-    cross_scale_attention_backward_kernel(g, s, dz, a, w, d_enc, d_dec, partial)
-    return d_enc, d_dec, partial.sum(axis=0).reshape(w.shape).astype(enc.dtype)

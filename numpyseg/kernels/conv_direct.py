@@ -2,7 +2,7 @@
 
 Why not im2col + one big matrix product?
 -----------------------------------------
-`numpyseg.kernels.im2col` turns the convolution into one GEMM, which is easy to
+`conv2d_forward_reference` (numpyseg/layers/conv.py) turns the convolution into one GEMM, which is easy to
 read but slow at 592 x 592: the column matrix of a 16 -> 16 layer has
 592 * 592 * (3 * 3 * 16) floats = 200 MB, nine times the input.  Writing it,
 then reading it back, costs more than the arithmetic.  Cutting it into row
@@ -54,10 +54,11 @@ each channel as a (H, W) plane and put the vector lanes along the pixels of a
 row.  A 1x1 convolution with few outputs (the head, 16 -> 1) is a dot product
 per pixel (`pointwise_forward_kernel`).
 
-Every kernel has a plain reference: `numpyseg.layers.conv.conv2d_naive` for the
-forward, and the im2col formulas (`conv2d_forward_simple`/`conv2d_backward_simple`,
-the `*_reference` functions in numpyseg.kernels.im2col) for all of them; see
-tests/test_conv.py and tests/test_tiles.py (every variant).  Set
+The Python entry points at the end (`conv_forward`, `conv_input_grad`,
+`conv_weight_grad`, `conv_bias_grad`) are what `conv2d_forward_fast` and
+`conv2d_backward_fast` in numpyseg/layers/conv.py call.  Every kernel has a plain
+reference there, the im2col formulas (`conv2d_forward_reference` /
+`conv2d_backward_reference`); see tests/test_conv.py and tests/test_tiles.py (every variant).  Set
 NUMBA_DISABLE_JIT=1 to run these kernels as ordinary (slow) Python.
 """
 
@@ -421,7 +422,7 @@ def pad_channels(a: np.ndarray, multiple: int) -> np.ndarray:
     return padded
 
 
-def conv2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+def conv_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
                   out: np.ndarray | None = None, variant: str | None = None) -> np.ndarray:
     """'same' convolution: (N, H, W, C_in) * (k, k, C_in, C_out) + b -> (N, H, W, C_out).
 
@@ -456,17 +457,17 @@ def conv2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
     return out
 
 
-def conv2d_input_grad_direct(dout: np.ndarray, w: np.ndarray, variant: str | None = None) -> np.ndarray:
+def conv_input_grad(dout: np.ndarray, w: np.ndarray, variant: str | None = None) -> np.ndarray:
     """dx of a 'same' convolution: a 'same' convolution of dout with the flipped kernel.
 
         dx[n, i, j, c] = sum_{di, dj, o} dout[n, i - di + p, j - dj + p, o] * w[di, dj, c, o]
                        = conv(dout, w')[n, i, j, c],   w'[a, b, o, c] = w[k-1-a, k-1-b, c, o]
     """
     w_flipped = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
-    return conv2d_direct(dout, w_flipped, None, variant=variant)
+    return conv_forward(dout, w_flipped, None, variant=variant)
 
 
-def conv2d_bias_grad_direct(dout: np.ndarray) -> np.ndarray:
+def conv_bias_grad(dout: np.ndarray) -> np.ndarray:
     """db[o] = sum_{n,i,j} dout[n, i, j, o], summed in float64 per task."""
     d2 = np.ascontiguousarray(dout).reshape(-1, dout.shape[-1])
     tasks = max(1, min(numba.get_num_threads(), d2.shape[0]))
@@ -475,7 +476,7 @@ def conv2d_bias_grad_direct(dout: np.ndarray) -> np.ndarray:
     return partial.sum(axis=0).astype(dout.dtype)
 
 
-def conv2d_weight_grad_direct(x: np.ndarray, dout: np.ndarray, k: int, variant: str | None = None) -> np.ndarray:
+def conv_weight_grad(x: np.ndarray, dout: np.ndarray, k: int, variant: str | None = None) -> np.ndarray:
     """dW (k, k, C_in, C_out) of a 'same' convolution, summed over the batch and pixels."""
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout.astype(x.dtype, copy=False))

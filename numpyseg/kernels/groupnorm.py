@@ -1,4 +1,4 @@
-"""GroupNorm forward and backward for NHWC arrays: numba kernels and NumPy references.
+"""GroupNorm (and GroupNorm + SiLU) forward and backward for NHWC arrays: numba kernels.
 
 Notation: x has shape (N, H, W, C); the C channels are split into G groups of
 Cg = C / G consecutive channels; channel k belongs to group g(k) = k // Cg.  For
@@ -45,8 +45,10 @@ z (and so dz) is recomputed from x, mean, rstd, gamma and beta in the backward, 
 fused layer caches only x and the (N, G) statistics: one pass over memory instead of
 three in the forward, and no cached activation.
 
-The `*_reference` functions compute the same with whole-array NumPy operations;
-tests check that both agree.  Set NUMBA_DISABLE_JIT=1 to step through the kernels.
+The entry points at the end (`forward`, `forward_silu`, `backward`, `backward_silu`)
+are the fast path of numpyseg/layers/norm.py (`groupnorm_forward_fast`, ...); the
+plain-NumPy references beside them there (`groupnorm_forward_reference`, ...) compute
+the same with whole-array operations, and tests check that both agree.  Set NUMBA_DISABLE_JIT=1 to step through the kernels.
 """
 
 from __future__ import annotations
@@ -55,68 +57,6 @@ import numba
 import numpy as np
 
 from numpyseg.kernels.activations import _sigmoid1
-
-
-# ----------------------------------------------------------------- references
-def groupnorm_forward_reference(x, gamma, beta, num_groups: int, eps: float):
-    """GroupNorm in plain NumPy.
-
-    Args:
-        x: (N, H, W, C).  gamma, beta: (C,).  C must be divisible by num_groups.
-    Returns:
-        y (N, H, W, C) in x.dtype, mean and rstd (N, G) in float64.
-    """
-    n, h, w, c = x.shape
-    xg = x.astype(np.float64).reshape(n, h, w, num_groups, c // num_groups)
-    mean = xg.mean(axis=(1, 2, 4))
-    var = ((xg - mean[:, None, None, :, None]) ** 2).mean(axis=(1, 2, 4))
-    rstd = 1.0 / np.sqrt(var + eps)
-    xhat = ((xg - mean[:, None, None, :, None]) * rstd[:, None, None, :, None]).reshape(n, h, w, c)
-    y = xhat * gamma + beta
-    return y.astype(x.dtype), mean, rstd
-
-
-def groupnorm_backward_reference(dout, x, gamma, mean, rstd, num_groups: int):
-    """Gradients of groupnorm_forward_reference, from the formula in the module docstring.
-
-    Args:
-        dout, x: (N, H, W, C).  gamma: (C,).  mean, rstd: (N, G) from the forward.
-    Returns:
-        dx (N, H, W, C) in x.dtype, dgamma and dbeta (C,) in float64.
-    """
-    n, h, w, c = x.shape
-    cg = c // num_groups
-    shape5 = (n, h, w, num_groups, cg)
-    xg = x.astype(np.float64).reshape(shape5)
-    xhat = (xg - mean[:, None, None, :, None]) * rstd[:, None, None, :, None]
-    d = dout.astype(np.float64)
-    dbeta = d.sum(axis=(0, 1, 2))
-    dgamma = (d * xhat.reshape(n, h, w, c)).sum(axis=(0, 1, 2))
-    g = (d * gamma).reshape(shape5)
-    mean_g = g.mean(axis=(1, 2, 4), keepdims=True)
-    mean_gx = (g * xhat).mean(axis=(1, 2, 4), keepdims=True)
-    dx = rstd[:, None, None, :, None] * (g - mean_g - xhat * mean_gx)
-    return dx.reshape(n, h, w, c).astype(x.dtype), dgamma, dbeta
-
-
-def groupnorm_silu_forward_reference(x, gamma, beta, num_groups: int, eps: float):
-    """silu(GroupNorm(x)) in plain NumPy (float64 inside); returns y, mean, rstd."""
-    z, mean, rstd = groupnorm_forward_reference(x.astype(np.float64), gamma, beta, num_groups, eps)
-    y = z / (1.0 + np.exp(-z))
-    return y.astype(x.dtype), mean, rstd
-
-
-def groupnorm_silu_backward_reference(dout, x, gamma, beta, mean, rstd, num_groups: int):
-    """Gradients of groupnorm_silu_forward_reference: dz = dout * silu'(z), then GroupNorm's."""
-    n, h, w, c = x.shape
-    cg = c // num_groups
-    xg = x.astype(np.float64).reshape(n, h, w, num_groups, cg)
-    xhat = ((xg - mean[:, None, None, :, None]) * rstd[:, None, None, :, None]).reshape(n, h, w, c)
-    z = xhat * gamma + beta
-    s = 1.0 / (1.0 + np.exp(-z))
-    dz = dout.astype(np.float64) * s * (1.0 + z * (1.0 - s))
-    dx, dgamma, dbeta = groupnorm_backward_reference(dz, x.astype(np.float64), gamma, mean, rstd, num_groups)
-    return dx.astype(x.dtype), dgamma, dbeta
 
 
 # -------------------------------------------------------------- numba kernels
@@ -281,8 +221,8 @@ def _affine_factors(x, gamma, beta, mean, rstd, num_groups: int):
     return mean_c, scale_c, np.ascontiguousarray(beta, dtype=dt)
 
 
-def groupnorm_forward_fast(x, gamma, beta, num_groups: int, eps: float):
-    """Numba version of `groupnorm_forward_reference` (same arguments and results)."""
+def forward(x, gamma, beta, num_groups: int, eps: float):
+    """y (N, H, W, C) in x.dtype, mean and rstd (N, G) float64: GroupNorm by the kernels above."""
     x = np.ascontiguousarray(x)
     mean, rstd = _group_stats(x, num_groups, eps)
     y = np.empty_like(x)
@@ -290,8 +230,8 @@ def groupnorm_forward_fast(x, gamma, beta, num_groups: int, eps: float):
     return y, mean, rstd
 
 
-def groupnorm_silu_forward_fast(x, gamma, beta, num_groups: int, eps: float):
-    """Numba version of `groupnorm_silu_forward_reference`: silu(GroupNorm(x)), y, mean, rstd."""
+def forward_silu(x, gamma, beta, num_groups: int, eps: float):
+    """silu(GroupNorm(x)) in one pass: y (N, H, W, C) in x.dtype, mean and rstd (N, G) float64."""
     x = np.ascontiguousarray(x)
     mean, rstd = _group_stats(x, num_groups, eps)
     y = np.empty_like(x)
@@ -313,8 +253,8 @@ def _input_grad_factors(sum_d, sum_dx, gamma, rstd, rstd_c64, num_groups: int, c
     return a_c, c1_c, c2_c
 
 
-def groupnorm_silu_backward_fast(dout, x, gamma, beta, mean, rstd, num_groups: int):
-    """Numba version of `groupnorm_silu_backward_reference`: dx, dgamma, dbeta."""
+def backward_silu(dout, x, gamma, beta, mean, rstd, num_groups: int):
+    """dx (N, H, W, C) in x.dtype, dgamma and dbeta (C,) float64 of `forward_silu`."""
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     n, h, w, c = x.shape
@@ -337,8 +277,8 @@ def groupnorm_silu_backward_fast(dout, x, gamma, beta, mean, rstd, num_groups: i
     return dz, sum_dx.sum(axis=0), sum_d.sum(axis=0)
 
 
-def groupnorm_backward_fast(dout, x, gamma, mean, rstd, num_groups: int):
-    """Numba version of `groupnorm_backward_reference` (same arguments and results)."""
+def backward(dout, x, gamma, mean, rstd, num_groups: int):
+    """dx (N, H, W, C) in x.dtype, dgamma and dbeta (C,) float64 of `forward`."""
     x = np.ascontiguousarray(x)
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
     n, h, w, c = x.shape

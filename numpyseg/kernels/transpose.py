@@ -1,25 +1,12 @@
-"""Stride-s transposed convolution kernels (NHWC): strided im2col / col2im, and direct ones.
+"""Stride-s transposed convolution kernels (NHWC), direct: no column matrix.
 
-Strided im2col / col2im: the two halves of the matrix version
-------------------------------------------------------------------
-Take a stride-s convolution whose input y has size (Ho, Wo) = (s*H, s*W) and whose
-output has size (H, W), with `offset` = p0 zeros before the image (Keras/TensorFlow
-'same': p0 = max(k - s, 0) // 2, which is 0 for k = 3, s = 2).  Its patches are
-
-    cols[n, i, j, di, dj, c] = y[n, s*i + di - p0, s*j + dj - p0, c]      (0 outside y)
-
-for i < H, j < W and kernel offsets di, dj < k.  `im2col_strided` extracts them.
-
-`col2im_strided` is the adjoint (transpose) of that map: every entry of `cols` is
-*added* back onto the pixel of y it was copied from,
-
-    y[n, J, I, c] = sum of cols[n, i, j, di, dj, c]
-                    over (i, di) with s*i + di - p0 = J and (j, dj) with s*j + dj - p0 = I,
-
-so overlapping patches accumulate.  A transposed convolution is exactly "GEMM, then
-col2im_strided", and its backward is "im2col_strided, then GEMMs" (a strided
-convolution of the upstream gradient): `conv_transpose2d_forward_im2col` and
-`conv_transpose2d_backward_im2col` in numpyseg/layers/conv_transpose.py.
+The matrix version of the transposed convolution, "GEMM, then col2im_strided" forward
+and "im2col_strided, then GEMMs" backward, is the plain-NumPy reference in
+numpyseg/layers/conv_transpose.py (`conv_transpose2d_forward_reference`, with the
+strided im2col / col2im formulas).  The kernels here are its fast path
+(`conv_transpose2d_forward_fast` / `conv_transpose2d_backward_fast` there call
+`conv_transpose_forward`, `conv_transpose_input_grad` and `conv_transpose_weight_grad`
+at the end of this file).
 
 Direct kernels: what `ConvTranspose2d` uses
 -------------------------------------------
@@ -68,9 +55,9 @@ As in conv_direct, the kernels only let mul + add fuse into FMAs (`_FAST`) and n
 reorder sums, so the forward pass and dx are the same for any thread count (dw adds
 one partial sum per task).
 
-Each operation has a plain-NumPy reference (`*_reference` here, `conv_transpose2d_naive`
-and the im2col version in the layer module); tests check they agree.  Set
-NUMBA_DISABLE_JIT=1 to step through the kernels in a debugger.
+Each operation has a plain-NumPy reference in the layer module
+(`conv_transpose2d_forward_reference` / `conv_transpose2d_backward_reference`); tests
+check they agree.  Set NUMBA_DISABLE_JIT=1 to step through the kernels in a debugger.
 """
 
 from __future__ import annotations
@@ -83,116 +70,6 @@ from numpyseg.kernels.conv_direct import pad_channels
 from numpyseg.kernels.tiles import (_FAST, MAX_WIDTH, flat_get, pack_bias, pack_weights, tile_accumulators, tile_buffer,
                                     tile_dot, tile_fill, tile_shape, tile_store, tile_wgrad_run, tile_zero,
                                     with_slp)
-
-
-def _padded_size(n_patches: int, n_image: int, k: int, stride: int, offset: int) -> int:
-    """Length of a zero-padded buffer holding both every patch and the whole image.
-
-    Buffer index t is image index t - offset; patch (i, d) reads t = s*i + d, at most
-    s*(n_patches - 1) + k - 1; the image ends at t = offset + n_image - 1.
-    """
-    return max(stride * (n_patches - 1) + k, offset + n_image)
-
-
-# ----------------------------------------------------------------- references
-def im2col_strided_reference(y: np.ndarray, k: int, stride: int, offset: int,
-                             h: int, w: int) -> np.ndarray:
-    """(N, Ho, Wo, C) -> (N, h, w, k, k, C) by slicing a padded copy of y k*k times."""
-    n, ho, wo, c = y.shape
-    ph, pw = _padded_size(h, ho, k, stride, offset), _padded_size(w, wo, k, stride, offset)
-    yp = np.zeros((n, ph, pw, c), dtype=y.dtype)
-    yp[:, offset : offset + ho, offset : offset + wo, :] = y
-    cols = np.empty((n, h, w, k, k, c), dtype=y.dtype)
-    for di in range(k):
-        for dj in range(k):
-            # patch row i reads padded row s*i + di: a stride-s slice starting at di
-            cols[:, :, :, di, dj, :] = yp[:, di : di + stride * h : stride,
-                                          dj : dj + stride * w : stride, :]
-    return cols
-
-
-def col2im_strided_reference(cols: np.ndarray, stride: int, offset: int,
-                             ho: int, wo: int) -> np.ndarray:
-    """Adjoint of im2col_strided: (N, h, w, k, k, C) -> (N, Ho, Wo, C), accumulating."""
-    n, h, w, k, _, c = cols.shape
-    ph, pw = _padded_size(h, ho, k, stride, offset), _padded_size(w, wo, k, stride, offset)
-    yp = np.zeros((n, ph, pw, c), dtype=cols.dtype)
-    for di in range(k):
-        for dj in range(k):
-            yp[:, di : di + stride * h : stride,
-               dj : dj + stride * w : stride, :] += cols[:, :, :, di, dj, :]
-    return yp[:, offset : offset + ho, offset : offset + wo, :].copy()
-
-
-# -------------------------------------------------------------- numba kernels
-@numba.njit(parallel=True, cache=True)
-def _im2col_strided_kernel(y, k, stride, offset, cols):
-    n, ho, wo, c = y.shape
-    h, w = cols.shape[1], cols.shape[2]
-    # one parallel task per (image, patch row): tasks write disjoint rows of cols
-    for task in numba.prange(n * h):
-        b = task // h
-        i = task % h
-        for di in range(k):
-            ii = stride * i + di - offset
-            row_inside = 0 <= ii < ho
-            for j in range(w):
-                for dj in range(k):
-                    jj = stride * j + dj - offset
-                    if row_inside and 0 <= jj < wo:
-                        for ch in range(c):
-                            cols[b, i, j, di, dj, ch] = y[b, ii, jj, ch]
-                    else:
-                        for ch in range(c):
-                            cols[b, i, j, di, dj, ch] = 0
-
-
-@numba.njit(parallel=True, cache=True)
-def _col2im_strided_kernel(cols, stride, offset, y):
-    n, h, w, k, _, c = cols.shape
-    ho, wo = y.shape[1], y.shape[2]
-    # Gather form of the scatter: each output pixel (J, I) sums the entries that land
-    # on it, found by solving s*i + di - offset = J for i.  Parallel tasks (image,
-    # output row) then never write to the same place, so no atomics are needed.
-    for task in numba.prange(n * ho):
-        b = task // ho
-        jr = task % ho
-        for jc in range(wo):
-            for ch in range(c):
-                y[b, jr, jc, ch] = 0
-        for di in range(k):
-            t = jr + offset - di
-            if t < 0 or t % stride != 0:
-                continue
-            i = t // stride
-            if i >= h:
-                continue
-            for jc in range(wo):
-                for dj in range(k):
-                    u = jc + offset - dj
-                    if u < 0 or u % stride != 0:
-                        continue
-                    j = u // stride
-                    if j >= w:
-                        continue
-                    for ch in range(c):
-                        y[b, jr, jc, ch] += cols[b, i, j, di, dj, ch]
-
-
-def im2col_strided(y: np.ndarray, k: int, stride: int, offset: int, h: int, w: int) -> np.ndarray:
-    """(N, Ho, Wo, C) -> (N, h, w, k, k, C); numba version of `im2col_strided_reference`."""
-    y = np.ascontiguousarray(y)
-    cols = np.empty((y.shape[0], h, w, k, k, y.shape[3]), dtype=y.dtype)
-    _im2col_strided_kernel(y, k, stride, offset, cols)
-    return cols
-
-
-def col2im_strided(cols: np.ndarray, stride: int, offset: int, ho: int, wo: int) -> np.ndarray:
-    """(N, h, w, k, k, C) -> (N, Ho, Wo, C); numba version of `col2im_strided_reference`."""
-    cols = np.ascontiguousarray(cols)
-    y = np.empty((cols.shape[0], ho, wo, cols.shape[5]), dtype=cols.dtype)
-    _col2im_strided_kernel(cols, stride, offset, y)
-    return y
 
 
 # ------------------------------------------ direct kernels (no column matrix)
@@ -498,7 +375,7 @@ TRANSPOSE_WEIGHT_GRAD = {"avx512": conv_transpose_weight_grad_avx512, "avx2": co
 
 
 # ----------------------------------------------------------- Python wrappers
-def conv_transpose2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+def conv_transpose_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
                             stride: int, offset: int, variant: str | None = None) -> np.ndarray:
     """(N, H, W, C_in), w (k, k, C_out, C_in) -> (N, s*H, s*W, C_out), no column matrix.
 
@@ -515,7 +392,7 @@ def conv_transpose2d_direct(x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
     return out
 
 
-def conv_transpose2d_input_grad_direct(dout: np.ndarray, w: np.ndarray, h: int, wd: int,
+def conv_transpose_input_grad(dout: np.ndarray, w: np.ndarray, h: int, wd: int,
                                        stride: int, offset: int, variant: str | None = None) -> np.ndarray:
     """dx (N, h, wd, C_in) of the transposed convolution, from dout (N, s*h, s*wd, C_out)."""
     dout = np.ascontiguousarray(dout)
@@ -528,7 +405,7 @@ def conv_transpose2d_input_grad_direct(dout: np.ndarray, w: np.ndarray, h: int, 
     return dx
 
 
-def conv_transpose2d_weight_grad_direct(x: np.ndarray, dout: np.ndarray, k: int,
+def conv_transpose_weight_grad(x: np.ndarray, dout: np.ndarray, k: int,
                                         stride: int, offset: int, variant: str | None = None) -> np.ndarray:
     """dw (k, k, C_out, C_in) of the transposed convolution, summed over the batch and pixels."""
     x = np.ascontiguousarray(x)

@@ -8,6 +8,11 @@ Backward: each output channel is a copy of exactly one input channel, so the ups
 gradient is split back at the same place:
 
     da = dout[..., :C_a],   db = dout[..., C_a:]
+
+References:
+    O. Ronneberger, P. Fischer, T. Brox, "U-Net: convolutional networks for biomedical
+    image segmentation", MICCAI 2015, arXiv:1505.04597 (skip connections that
+    concatenate encoder and decoder features).
 """
 
 from __future__ import annotations

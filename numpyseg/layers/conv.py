@@ -6,6 +6,7 @@ Forward (p = k // 2, x zero outside the image):
 
 With im2col, X = cols(x) of shape (N*H*W, k*k*C) and W2 = w.reshape(k*k*C, C_out):
 
+    cols[n, i, j, di, dj, c] = x[n, i + di - p, j + dj - p, c]      (0 outside)
     out = X @ W2 + b
 
 Backward, for an upstream gradient dout of shape (N, H, W, C_out), D = dout as (N*H*W, C_out):
@@ -14,65 +15,83 @@ Backward, for an upstream gradient dout of shape (N, H, W, C_out), D = dout as (
     db  = sum of D over rows
     dX  = D @ W2^T,  dx = col2im(dX)   (the adjoint of im2col: overlaps add up)
 
+col2im is the adjoint (transpose) of im2col: every entry of `cols` was copied from
+one entry of x, so its gradient is *added* back there.  Patches overlap, so an input
+pixel receives up to k*k contributions: col2im must accumulate (``+=``), never assign.
+
 Equivalently, without matrices, dx is itself a 'same' convolution of dout with
 the kernel flipped in space and with in/out channels swapped:
 
     dx[n, i, j, c] = sum_{di, dj, o} dout[n, i - di + p, j - dj + p, o] * w[di, dj, c, o]
 
-Two implementations sit side by side:
+Two implementations sit side by side (numpyseg.backends chooses; `Conv2d` runs the
+active one):
 
-- `conv2d_forward_simple` / `conv2d_backward_simple`: the im2col + GEMM formulas
-  above, literally.  Easy to follow, but at 592 x 592 the column matrix is nine
-  times the input (200 MB for 16 channels), so memory traffic dominates.
-- `conv2d_forward` / `conv2d_backward` (used by `Conv2d`): direct numba kernels
-  from `numpyseg.kernels.conv_direct` that compute the same sums tile by tile
-  in CPU registers and never build the column matrix; the cache is just (x, w),
-  and the backward recomputes what it needs.  See that module for how and why.
+- `conv2d_forward_reference` / `conv2d_backward_reference`: the im2col + GEMM
+  formulas above, literally, in NumPy (`im2col` and `col2im` slice the padded input
+  once per kernel offset).  Easy to follow, but at 592 x 592 the column matrix is
+  nine times the input (200 MB for 16 channels), so memory traffic dominates.
+- `conv2d_forward_fast` / `conv2d_backward_fast`: direct numba kernels
+  (`numpyseg.kernels.conv_direct`, with the register tile chosen for this CPU) that
+  compute the same sums tile by tile in CPU registers and never build the column
+  matrix; the cache is just (x, w), and the backward recomputes what it needs.
+  See that module for how and why.
 
-Tests check both against `conv2d_naive` and against each other.
+Tests check the two against each other and against the loop definition.
+
+References:
+    K. Chellapilla, S. Puri, P. Simard, "High performance convolutional neural
+    networks for document processing", 10th Int. Workshop on Frontiers in
+    Handwriting Recognition, 2006 (convolution as im2col + one matrix product).
+    O. Ronneberger, P. Fischer, T. Brox, "U-Net: convolutional networks for
+    biomedical image segmentation", MICCAI 2015 (the 3x3 'same' convolutions of the U-Net).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.kernels.conv_direct import (conv2d_bias_grad_direct, conv2d_direct,
-                                          conv2d_input_grad_direct, conv2d_weight_grad_direct)
-from numpyseg.kernels.im2col import col2im, im2col
+from numpyseg.backends import pick
+from numpyseg.kernels import conv_direct
 from numpyseg.layers.init import as_rng, he_normal
 from numpyseg.layers.module import Module, Parameter, check_input
 
 
-def conv2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-    """Reference 'same' convolution with explicit loops over kernel offsets.
+# ------------------------------------------------------------------ reference
+def im2col(x: np.ndarray, k: int) -> np.ndarray:
+    """(N, H, W, C) -> cols (N, H, W, k, k, C) by slicing the padded input k*k times."""
+    n, h, w, c = x.shape
+    p = k // 2
+    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    cols = np.empty((n, h, w, k, k, c), dtype=x.dtype)
+    for di in range(k):
+        for dj in range(k):
+            cols[:, :, :, di, dj, :] = xp[:, di : di + h, dj : dj + w, :]
+    return cols
+
+
+def col2im(cols: np.ndarray, k: int) -> np.ndarray:
+    """Adjoint of im2col: (N, H, W, k, k, C) -> (N, H, W, C), accumulating overlaps."""
+    n, h, w, _, _, c = cols.shape
+    p = k // 2
+    xp = np.zeros((n, h + 2 * p, w + 2 * p, c), dtype=cols.dtype)
+    for di in range(k):
+        for dj in range(k):
+            xp[:, di : di + h, dj : dj + w, :] += cols[:, :, :, di, dj, :]
+    return xp[:, p : p + h, p : p + w, :].copy()
+
+
+def conv2d_forward_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None):
+    """'same' convolution via im2col + one GEMM, in NumPy.
 
     Args:
         x: (N, H, W, C_in).  w: (k, k, C_in, C_out).  b: (C_out,) or None.
     Returns:
-        (N, H, W, C_out).
-    """
-    k = w.shape[0]
-    p = k // 2
-    n, h, wd, _ = x.shape
-    xp = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    out = np.zeros((n, h, wd, w.shape[3]), dtype=np.result_type(x, w))
-    for di in range(k):
-        for dj in range(k):
-            # every output pixel sees the input shifted by (di - p, dj - p)
-            out += np.einsum("nhwc,co->nhwo", xp[:, di : di + h, dj : dj + wd, :], w[di, dj])
-    if b is not None:
-        out += b
-    return out
-
-
-def conv2d_forward_simple(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
-    """'same' convolution via im2col + one GEMM (the readable version).
-
-    Returns:
-        out (N, H, W, C_out) and the cache (x shape, cols, w) for the backward.
+        out (N, H, W, C_out) in x's dtype, and the cache (x shape, cols, w) for the backward.
     """
     n, h, wd, c = x.shape
     k, _, _, c_out = w.shape
+    w = w.astype(x.dtype, copy=False)
     cols = im2col(x, k).reshape(n * h * wd, k * k * c)
     out = cols @ w.reshape(k * k * c, c_out)
     if b is not None:
@@ -80,33 +99,43 @@ def conv2d_forward_simple(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
     return out.reshape(n, h, wd, c_out), (x.shape, cols, w)
 
 
-def conv2d_backward_simple(dout: np.ndarray, cache):
-    """Gradients of conv2d_forward_simple.
+def conv2d_backward_reference(dout: np.ndarray, cache, input_grad: bool = True):
+    """Gradients of conv2d_forward_reference: dW2 = X^T D, db = sum D, dx = col2im(D W2^T).
 
+    Args:
+        input_grad: compute dx; False skips it (dx is returned as None).
     Returns:
-        dx (N, H, W, C_in), dw (k, k, C_in, C_out), db (C_out,).
+        dx (N, H, W, C_in) or None, dw (k, k, C_in, C_out), db (C_out,).
     """
     (n, h, wd, c), cols, w = cache
     k, _, _, c_out = w.shape
     d2 = dout.reshape(n * h * wd, c_out)
     dw = (cols.T @ d2).reshape(w.shape)
     db = d2.sum(axis=0)
-    dcols = d2 @ w.reshape(k * k * c, c_out).T
-    dx = col2im(dcols.reshape(n, h, wd, k, k, c), k)
+    dx = None
+    if input_grad:
+        dcols = d2 @ w.reshape(k * k * c, c_out).T
+        dx = col2im(dcols.reshape(n, h, wd, k, k, c), k)
     return dx, dw, db
 
 
-def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
-    """Fast 'same' convolution (direct numba kernels, no column matrix).
+# ----------------------------------------------------------------------- fast
+def conv2d_forward_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+                        variant: str | None = None):
+    """'same' convolution by direct numba kernels (no column matrix).
 
+    Args:
+        x, w, b: as conv2d_forward_reference (the output is in x's dtype).
+        variant: the register tile ('avx512', 'avx2', 'portable'; None: this CPU's,
+            numpyseg.kernels.tiles.TILE_VARIANT).
     Returns:
-        out (N, H, W, C_out) and the cache (x, w) for the backward.
+        out (N, H, W, C_out) and the cache (x, w, variant) for the backward.
     """
-    return conv2d_direct(x, w, b), (x, w)
+    return conv_direct.conv_forward(x, w, b, variant=variant), (x, w, variant)
 
 
-def conv2d_backward(dout: np.ndarray, cache, input_grad: bool = True):
-    """Gradients of conv2d_forward.
+def conv2d_backward_fast(dout: np.ndarray, cache, input_grad: bool = True):
+    """Gradients of conv2d_forward_fast (direct numba kernels):
 
         dx = conv(dout, w flipped, channels swapped)
         dw[di, dj, c, o] = sum_{n,i,j} x[n, i+di-p, j+dj-p, c] * dout[n, i, j, o]
@@ -117,12 +146,16 @@ def conv2d_backward(dout: np.ndarray, cache, input_grad: bool = True):
     Returns:
         dx (N, H, W, C_in) or None, dw (k, k, C_in, C_out), db (C_out,).
     """
-    x, w = cache
+    x, w, variant = cache
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    dx = conv2d_input_grad_direct(dout, w) if input_grad else None
-    dw = conv2d_weight_grad_direct(x, dout, w.shape[0])
-    db = conv2d_bias_grad_direct(dout)
+    dx = conv_direct.conv_input_grad(dout, w, variant=variant) if input_grad else None
+    dw = conv_direct.conv_weight_grad(x, dout, w.shape[0], variant=variant)
+    db = conv_direct.conv_bias_grad(dout)
     return dx, dw, db
+
+
+REFERENCE = (conv2d_forward_reference, conv2d_backward_reference)
+FAST = (conv2d_forward_fast, conv2d_backward_fast)
 
 
 class Conv2d(Module):
@@ -153,13 +186,15 @@ class Conv2d(Module):
     def forward(self, x):
         check_input("Conv2d", x, self.in_channels)
         b = self.bias.data if self.bias is not None else None
-        out, cache = conv2d_forward(x, self.weight.data, b)
-        self._keep(cache)
+        forward, backward = pick(REFERENCE, FAST)
+        out, cache = forward(x, self.weight.data, b)
+        self._keep(cache, backward)
         return out
 
     def backward(self, dout):
         """Adds dL/dweight and dL/dbias; returns dL/dx, or None when needs_input_grad is False."""
-        dx, dw, db = conv2d_backward(dout, self._take_cache(), input_grad=self.needs_input_grad)
+        backward, cache = self._take()
+        dx, dw, db = backward(dout, cache, input_grad=self.needs_input_grad)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db

@@ -39,10 +39,21 @@ pixel (i, j) paints, and terms outside the output dropped):
     dw[di, dj, o, c]  = sum_{n, i, j} x[n, i, j, c] * dout[n, r, q, o]
     db[o]             = sum_{n, r, q} dout[n, r, q, o]
 
-Two implementations sit side by side:
+Strided im2col / col2im.  Take the stride-s convolution whose adjoint this is: its
+input y has size (s*H, s*W) and its output (H, W), with p0 zeros before the image.  Its
+patches are
 
-- `conv_transpose2d_forward_im2col` / `conv_transpose2d_backward_im2col`: the adjoint of
-  a strided convolution as matrices (DeZero style).  With X = x as (N*H*W, C_in) and
+    cols[n, i, j, di, dj, c] = y[n, s*i + di - p0, s*j + dj - p0, c]      (0 outside y)
+
+(`im2col_strided`), and `col2im_strided` is the adjoint of that map: every entry of
+`cols` is *added* back onto the pixel of y it was copied from, so overlapping patches
+accumulate.
+
+Two implementations sit side by side (numpyseg.backends chooses; `ConvTranspose2d`
+runs the active one):
+
+- `conv_transpose2d_forward_reference` / `conv_transpose2d_backward_reference`: the
+  adjoint of a strided convolution as matrices (DeZero style), in NumPy.  With X = x as (N*H*W, C_in) and
   W2 = w.reshape(k*k*C_out, C_in):
 
     forward:   cols = X @ W2^T   (N*H*W, k*k*C_out): what each input pixel paints
@@ -57,22 +68,29 @@ Two implementations sit side by side:
   Easy to follow, but the column matrix holds 9*C_out floats per input pixel, and
   the BLAS threads that spin on after each GEMM slow down the numba kernels that
   follow (both pools want the same cores).
-- `conv_transpose2d_forward` / `conv_transpose2d_backward` (used by `ConvTranspose2d`):
-  direct numba kernels that compute the sums above tile by tile in registers, with
-  no column matrix and no BLAS call; the cache is just (x, w, stride).
+- `conv_transpose2d_forward_fast` / `conv_transpose2d_backward_fast`: direct numba
+  kernels (numpyseg/kernels/transpose.py, the register tile chosen for this CPU) that
+  compute the sums above tile by tile in registers, with no column matrix and no BLAS
+  call; the cache is just (x, w, stride).
 
-Both kinds of kernel live in numpyseg/kernels/transpose.py; tests check them against
-`conv_transpose2d_naive` and against each other.
+Tests check both against each other and against the definition, one input pixel at a time.
+
+References:
+    V. Dumoulin, F. Visin, "A guide to convolution arithmetic for deep learning",
+    arXiv:1603.07285, 2016 (the transposed convolution as the adjoint of a strided one).
+    K. Chellapilla, S. Puri, P. Simard, "High performance convolutional neural
+    networks for document processing", IWFHR 2006 (im2col / col2im).
+    O. Ronneberger, P. Fischer, T. Brox, "U-Net: convolutional networks for
+    biomedical image segmentation", MICCAI 2015 (the up-convolutions of the decoder).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.kernels.conv_direct import conv2d_bias_grad_direct
-from numpyseg.kernels.transpose import (col2im_strided, conv_transpose2d_direct,
-                                        conv_transpose2d_input_grad_direct,
-                                        conv_transpose2d_weight_grad_direct, im2col_strided)
+from numpyseg.backends import pick
+from numpyseg.kernels import transpose
+from numpyseg.kernels.conv_direct import conv_bias_grad
 from numpyseg.layers.init import as_rng, glorot_uniform
 from numpyseg.layers.module import Module, Parameter, check_input
 
@@ -82,45 +100,55 @@ def same_offset(k: int, stride: int) -> int:
     return max(k - stride, 0) // 2
 
 
-def conv_transpose2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
-                           stride: int = 2) -> np.ndarray:
-    """Reference transposed convolution: the definition, one input pixel at a time.
+# ------------------------------------------------------------------ reference
+def _padded_size(n_patches: int, n_image: int, k: int, stride: int, offset: int) -> int:
+    """Length of a zero-padded buffer holding both every patch and the whole image.
 
-    Every input pixel (i, j) adds w[di, dj] @ x[i, j] onto output pixel
-    (s*i + di - p0, s*j + dj - p0) when that pixel lies inside the (s*H, s*W) output.
-
-    Args:
-        x: (N, H, W, C_in).  w: (k, k, C_out, C_in).  b: (C_out,) or None.
-    Returns:
-        (N, s*H, s*W, C_out).
+    Buffer index t is image index t - offset; patch (i, d) reads t = s*i + d, at most
+    s*(n_patches - 1) + k - 1; the image ends at t = offset + n_image - 1.
     """
-    n, h, wd, _ = x.shape
-    k, _, c_out, _ = w.shape
-    p0 = same_offset(k, stride)
-    ho, wo = stride * h, stride * wd
-    out = np.zeros((n, ho, wo, c_out), dtype=np.result_type(x, w))
-    for i in range(h):
-        for j in range(wd):
-            for di in range(k):
-                for dj in range(k):
-                    r, c = stride * i + di - p0, stride * j + dj - p0
-                    if 0 <= r < ho and 0 <= c < wo:
-                        out[:, r, c, :] += x[:, i, j, :] @ w[di, dj].T
-    if b is not None:
-        out += b
-    return out
+    return max(stride * (n_patches - 1) + k, offset + n_image)
 
 
-def conv_transpose2d_forward_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 2):
-    """Transposed convolution as one GEMM, then the numba col2im_strided (the matrix version).
+def im2col_strided(y: np.ndarray, k: int, stride: int, offset: int, h: int, w: int) -> np.ndarray:
+    """(N, Ho, Wo, C) -> cols (N, h, w, k, k, C) by slicing a padded copy of y k*k times."""
+    n, ho, wo, c = y.shape
+    ph, pw = _padded_size(h, ho, k, stride, offset), _padded_size(w, wo, k, stride, offset)
+    yp = np.zeros((n, ph, pw, c), dtype=y.dtype)
+    yp[:, offset : offset + ho, offset : offset + wo, :] = y
+    cols = np.empty((n, h, w, k, k, c), dtype=y.dtype)
+    for di in range(k):
+        for dj in range(k):
+            # patch row i reads padded row s*i + di: a stride-s slice starting at di
+            cols[:, :, :, di, dj, :] = yp[:, di : di + stride * h : stride,
+                                          dj : dj + stride * w : stride, :]
+    return cols
+
+
+def col2im_strided(cols: np.ndarray, stride: int, offset: int, ho: int, wo: int) -> np.ndarray:
+    """Adjoint of im2col_strided: (N, h, w, k, k, C) -> (N, Ho, Wo, C), accumulating."""
+    n, h, w, k, _, c = cols.shape
+    ph, pw = _padded_size(h, ho, k, stride, offset), _padded_size(w, wo, k, stride, offset)
+    yp = np.zeros((n, ph, pw, c), dtype=cols.dtype)
+    for di in range(k):
+        for dj in range(k):
+            yp[:, di : di + stride * h : stride,
+               dj : dj + stride * w : stride, :] += cols[:, :, :, di, dj, :]
+    return yp[:, offset : offset + ho, offset : offset + wo, :].copy()
+
+
+def conv_transpose2d_forward_reference(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+                                       stride: int = 2):
+    """Transposed convolution as one GEMM, then col2im_strided, in NumPy.
 
     Args:
         x: (N, H, W, C_in).  w: (k, k, C_out, C_in).  b: (C_out,) or None.
     Returns:
-        out (N, s*H, s*W, C_out) and the cache (x, w, stride) for the backward.
+        out (N, s*H, s*W, C_out) in x's dtype and the cache (x, w, stride) for the backward.
     """
     n, h, wd, c_in = x.shape
     k, _, c_out, _ = w.shape
+    w = w.astype(x.dtype, copy=False)
     cols = x.reshape(n * h * wd, c_in) @ w.reshape(k * k * c_out, c_in).T
     out = col2im_strided(cols.reshape(n, h, wd, k, k, c_out), stride, same_offset(k, stride),
                          stride * h, stride * wd)
@@ -129,8 +157,8 @@ def conv_transpose2d_forward_im2col(x: np.ndarray, w: np.ndarray, b: np.ndarray 
     return out, (x, w, stride)
 
 
-def conv_transpose2d_backward_im2col(dout: np.ndarray, cache):
-    """Gradients of conv_transpose2d_forward_im2col: im2col_strided of dout, then two GEMMs.
+def conv_transpose2d_backward_reference(dout: np.ndarray, cache):
+    """Gradients of conv_transpose2d_forward_reference: im2col_strided of dout, then two GEMMs.
 
     Args:
         dout: (N, s*H, s*W, C_out).
@@ -148,34 +176,41 @@ def conv_transpose2d_backward_im2col(dout: np.ndarray, cache):
     return dx, dw, db
 
 
-def conv_transpose2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 2):
-    """Fast transposed convolution (direct numba kernel, no column matrix).
+# ----------------------------------------------------------------------- fast
+def conv_transpose2d_forward_fast(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None,
+                                  stride: int = 2, variant: str | None = None):
+    """Transposed convolution by a direct numba kernel (no column matrix).
 
     Args:
         x: (N, H, W, C_in).  w: (k, k, C_out, C_in).  b: (C_out,) or None.
+        variant: the register tile ('avx512', 'avx2', 'portable'; None: this CPU's).
     Returns:
-        out (N, s*H, s*W, C_out) and the cache (x, w, stride) for the backward.
+        out (N, s*H, s*W, C_out) and the cache (x, w, stride, variant) for the backward.
     """
-    out = conv_transpose2d_direct(x, w, b, stride, same_offset(w.shape[0], stride))
-    return out, (x, w, stride)
+    out = transpose.conv_transpose_forward(x, w, b, stride, same_offset(w.shape[0], stride), variant=variant)
+    return out, (x, w, stride, variant)
 
 
-def conv_transpose2d_backward(dout: np.ndarray, cache):
-    """Gradients of conv_transpose2d_forward (direct numba kernels); formulas in the module docstring.
+def conv_transpose2d_backward_fast(dout: np.ndarray, cache):
+    """Gradients of conv_transpose2d_forward_fast (direct numba kernels); formulas in the module docstring.
 
     Args:
         dout: (N, s*H, s*W, C_out).
     Returns:
         dx (N, H, W, C_in), dw (k, k, C_out, C_in), db (C_out,).
     """
-    x, w, stride = cache
+    x, w, stride, variant = cache
     k = w.shape[0]
     p0 = same_offset(k, stride)
     dout = np.ascontiguousarray(dout, dtype=x.dtype)
-    dx = conv_transpose2d_input_grad_direct(dout, w, x.shape[1], x.shape[2], stride, p0)
-    dw = conv_transpose2d_weight_grad_direct(x, dout, k, stride, p0)
-    db = conv2d_bias_grad_direct(dout)
+    dx = transpose.conv_transpose_input_grad(dout, w, x.shape[1], x.shape[2], stride, p0, variant=variant)
+    dw = transpose.conv_transpose_weight_grad(x, dout, k, stride, p0, variant=variant)
+    db = conv_bias_grad(dout)
     return dx, dw, db
+
+
+REFERENCE = (conv_transpose2d_forward_reference, conv_transpose2d_backward_reference)
+FAST = (conv_transpose2d_forward_fast, conv_transpose2d_backward_fast)
 
 
 class ConvTranspose2d(Module):
@@ -201,12 +236,14 @@ class ConvTranspose2d(Module):
     def forward(self, x):
         check_input("ConvTranspose2d", x, self.in_channels)
         b = self.bias.data if self.bias is not None else None
-        out, cache = conv_transpose2d_forward(x, self.weight.data, b, self.stride)
-        self._keep(cache)
+        forward, backward = pick(REFERENCE, FAST)
+        out, cache = forward(x, self.weight.data, b, self.stride)
+        self._keep(cache, backward)
         return out
 
     def backward(self, dout):
-        dx, dw, db = conv_transpose2d_backward(dout, self._take_cache())
+        backward, cache = self._take()
+        dx, dw, db = backward(dout, cache)
         self.weight.grad += dw
         if self.bias is not None:
             self.bias.grad += db

@@ -13,7 +13,7 @@ Training mode, input x of shape (N, H, W, C), block size b (bh x bw after clampi
    (a little less, because blocks overlap).
 2. Blocks.  Each seed drops the bh x bw square around it: rows i - bh // 2 ..
    i + (bh - 1) // 2 (centred on the seed for odd sizes).  Computed as a stride-1
-   max filter of the seed map (numpyseg.kernels.dropblock.expand_seeds).
+   max filter of the seed map (`expand_seeds_reference` / `expand_seeds_fast` below).
 3. Rescale.  With `dropped` the resulting 0/1 map,
 
        out   = x * (1 - dropped) * scale,   scale = (N*H*W*C) / (number of kept entries),
@@ -44,13 +44,37 @@ has exactly one valid centre along it.  keras_cv also tests seed rows against th
 Frozen mask (for gradient checks): with `freeze_mask = True` the first training
 forward draws a mask and later forwards reuse it until `reset_mask()`, so the
 layer is a fixed, differentiable function of x.
+
+Expanding seeds.  keras_cv turns the seed map into blocks with a stride-1 max-pool of
+window (bh, bw) and 'SAME' padding ((b - 1) // 2 before, b // 2 after):
+
+    dropped[n, i, j, c] = max { seeds[n, i + di, j + dj, c] :
+                                -(bh - 1) // 2 <= di <= bh // 2,
+                                -(bw - 1) // 2 <= dj <= bw // 2 }     (seeds 0 outside)
+
+The max filter is separable: a 1-D max along W, then one along H.
+
+Two implementations (numpyseg.backends chooses; `DropBlock2d` runs the active one):
+`expand_seeds_reference` and `dropblock_forward_reference` / `dropblock_backward_reference`
+in NumPy (maxima of shifted slices; one np.where), and `expand_seeds_fast`,
+`dropblock_forward_fast` / `dropblock_backward_fast`, numba kernels
+(numpyseg/kernels/dropblock.py) that do each in one pass.  Both draw the same seeds
+from the same generator, so they drop the same blocks.
+
+References:
+    G. Ghiasi, T.-Y. Lin, Q. V. Le, "DropBlock: a regularization method for
+    convolutional networks", NeurIPS 2018, arXiv:1810.12890.
+    C. Guo, M. Szemenyei, Y. Yi, W. Wang, B. Chen, C. Fan, "SA-UNet: spatial attention
+    U-Net for retinal vessel segmentation", ICPR 2020, arXiv:2004.03696 (DropBlock in
+    every convolution block of a U-Net).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.kernels.dropblock import apply_mask, expand_seeds
+from numpyseg.backends import pick
+from numpyseg.kernels.dropblock import apply_mask_kernel, expand_seeds_kernel
 from numpyseg.layers.init import as_rng
 from numpyseg.layers.module import Module, check_input
 
@@ -68,6 +92,43 @@ def dropblock_gamma(rate: float, height: int, width: int, block_h: int, block_w:
     """Seed probability rate / (bh*bw) * (H*W) / ((H-bh+1)(W-bw+1)), for a clamped block."""
     valid = (height - block_h + 1) * (width - block_w + 1)
     return rate / (block_h * block_w) * (height * width) / valid
+
+
+# -------------------------------------------------------------- seeds -> blocks
+def _max_shifted(a: np.ndarray, axis: int, before: int, after: int) -> np.ndarray:
+    """out[t] = max(a[t - before .. t + after]) along `axis`, entries outside ignored."""
+    out = a.copy()
+    size = a.shape[axis]
+
+    def take(lo, hi):
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(lo, hi)
+        return tuple(index)
+
+    for d in range(-before, after + 1):
+        if d == 0 or abs(d) >= size:
+            continue
+        if d > 0:  # out[t] sees a[t + d] for t < size - d
+            np.maximum(out[take(0, size - d)], a[take(d, size)], out=out[take(0, size - d)])
+        else:      # out[t] sees a[t + d] for t >= -d
+            np.maximum(out[take(-d, size)], a[take(0, size + d)], out=out[take(-d, size)])
+    return out
+
+
+def expand_seeds_reference(seeds: np.ndarray, block_h: int, block_w: int) -> np.ndarray:
+    """(N, H, W, C) 0/1 seed map -> (N, H, W, C) 0/1 dropped map (uint8), in NumPy."""
+    seeds = np.asarray(seeds, dtype=np.uint8)
+    rows = _max_shifted(seeds, 2, (block_w - 1) // 2, block_w // 2)
+    return _max_shifted(rows, 1, (block_h - 1) // 2, block_h // 2)
+
+
+def expand_seeds_fast(seeds: np.ndarray, block_h: int, block_w: int) -> np.ndarray:
+    """Numba version of `expand_seeds_reference`: (N, H, W, C) uint8 -> (N, H, W, C) uint8."""
+    seeds = np.ascontiguousarray(seeds, dtype=np.uint8)
+    rows = np.empty_like(seeds)
+    dropped = np.empty_like(seeds)
+    expand_seeds_kernel(seeds, block_h, block_w, rows, dropped)
+    return dropped
 
 
 def dropblock_mask(shape, rate: float, block_size, rng: np.random.Generator):
@@ -90,29 +151,58 @@ def dropblock_mask(shape, rate: float, block_size, rng: np.random.Generator):
     sn, si, sj, sc = np.unravel_index(flat, grid)
     seeds = np.zeros(shape, dtype=np.uint8)
     seeds[sn, si + bh // 2, sj + bw // 2, sc] = 1
-    dropped = expand_seeds(seeds, bh, bw)
+    dropped = pick(expand_seeds_reference, expand_seeds_fast)(seeds, bh, bw)
     size = dropped.size
     kept = size - np.count_nonzero(dropped)
     return dropped, size / max(kept, 1)
 
 
-def dropblock_forward(x: np.ndarray, dropped: np.ndarray | None, scale: float):
-    """out = x * (1 - dropped) * scale, or x itself when dropped is None (identity).
+# ------------------------------------------------------------ forward / backward
+def dropblock_forward_reference(x: np.ndarray, dropped: np.ndarray | None, scale: float):
+    """out = x * (1 - dropped) * scale in NumPy, or x itself when dropped is None (identity).
 
     Returns:
         out (same shape and dtype as x) and the cache (dropped, scale).
     """
     if dropped is None:
         return x, (None, 1.0)
-    return apply_mask(x, dropped, scale), (dropped, scale)
+    return np.where(dropped != 0, np.zeros((), x.dtype), x * x.dtype.type(scale)), (dropped, scale)
 
 
-def dropblock_backward(dout: np.ndarray, cache) -> np.ndarray:
+def dropblock_backward_reference(dout: np.ndarray, cache) -> np.ndarray:
     """dx = dout * (1 - dropped) * scale (dout itself for the identity)."""
     dropped, scale = cache
     if dropped is None:
         return dout
-    return apply_mask(dout, dropped, scale)
+    return np.where(dropped != 0, np.zeros((), dout.dtype), dout * dout.dtype.type(scale))
+
+
+def _apply_mask_fast(x: np.ndarray, dropped: np.ndarray, scale: float) -> np.ndarray:
+    """0 where dropped, x * scale elsewhere, in one pass (numba kernel); x's dtype."""
+    x = np.ascontiguousarray(x)
+    dropped = np.ascontiguousarray(dropped, dtype=np.uint8)
+    out = np.empty_like(x)
+    apply_mask_kernel(x.reshape(-1), dropped.reshape(-1), x.dtype.type(scale), out.reshape(-1))
+    return out
+
+
+def dropblock_forward_fast(x: np.ndarray, dropped: np.ndarray | None, scale: float):
+    """Numba version of dropblock_forward_reference (same arguments and results)."""
+    if dropped is None:
+        return x, (None, 1.0)
+    return _apply_mask_fast(x, dropped, scale), (dropped, scale)
+
+
+def dropblock_backward_fast(dout: np.ndarray, cache) -> np.ndarray:
+    """Numba version of dropblock_backward_reference."""
+    dropped, scale = cache
+    if dropped is None:
+        return dout
+    return _apply_mask_fast(dout, dropped, scale)
+
+
+REFERENCE = (dropblock_forward_reference, dropblock_backward_reference)
+FAST = (dropblock_forward_fast, dropblock_backward_fast)
 
 
 class DropBlock2d(Module):
@@ -158,12 +248,14 @@ class DropBlock2d(Module):
             dropped, scale = dropblock_mask(x.shape, self.rate, self.block_size, self.rng)
             if self.freeze_mask:
                 self._frozen = (dropped, scale)
-        out, cache = dropblock_forward(x, dropped, scale)
-        self._keep(cache)
+        forward, backward = pick(REFERENCE, FAST)
+        out, cache = forward(x, dropped, scale)
+        self._keep(cache, backward)
         return out
 
     def backward(self, dout):
-        return dropblock_backward(dout, self._take_cache())
+        backward, cache = self._take()
+        return backward(dout, cache)
 
     def __repr__(self):
         return f"DropBlock2d(rate={self.rate}, block_size={self.block_size})"

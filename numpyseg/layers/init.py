@@ -8,6 +8,12 @@ glorot_uniform:  w ~ Uniform(-limit, limit), limit = sqrt(6 / (fan_in + fan_out)
 For an HWIO kernel (kh, kw, c_in, c_out): fan_in = kh*kw*c_in, fan_out = kh*kw*c_out.
 Keras computes the fans of a Conv2DTranspose kernel (kh, kw, c_out, c_in) the same way
 from its stored shape, which is symmetric in the two channel counts for glorot.
+
+References:
+    K. He, X. Zhang, S. Ren, J. Sun, "Delving deep into rectifiers: surpassing human-level
+    performance on ImageNet classification", ICCV 2015, arXiv:1502.01852 (he_normal).
+    X. Glorot, Y. Bengio, "Understanding the difficulty of training deep feedforward
+    neural networks", AISTATS 2010 (glorot_uniform).
 """
 
 from __future__ import annotations

@@ -86,6 +86,7 @@ class Module:
     def __init__(self):
         self.training = True
         self._cache = None
+        self._cache_backward = None
 
     # ------------------------------------------------------------------ calls
     def __call__(self, *inputs):
@@ -97,9 +98,14 @@ class Module:
     def backward(self, dout):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _keep(self, cache):
-        """Store the forward cache only when gradients are wanted."""
+    def _keep(self, cache, backward=None):
+        """Store the forward cache only when gradients are wanted.
+
+        `backward` is the backward function that matches the forward that made the
+        cache (the reference or the fast one, numpyseg.backends); `_take` returns both.
+        """
         self._cache = cache if _GRAD_ENABLED else None
+        self._cache_backward = backward
 
     def _take_cache(self):
         """Return the cache of the last forward pass, or fail clearly."""
@@ -109,6 +115,11 @@ class Module:
                 "its cache (was it run under no_grad()?)"
             )
         return self._cache
+
+    def _take(self):
+        """(backward function, cache) of the last forward pass (see `_keep`)."""
+        cache = self._take_cache()
+        return self._cache_backward, cache
 
     # -------------------------------------------------------------- structure
     def named_children(self) -> Iterator[tuple[str, "Module"]]:

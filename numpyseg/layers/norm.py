@@ -21,45 +21,112 @@ so that
 
 In BatchNorm's eval mode mu and sigma are fixed running statistics, not functions
 of x, and the backward is just dx = dout * gamma / sigma.
+
+Every operation here has a plain-NumPy reference and a fast version (numpyseg.backends
+chooses; the layers run the active one): `groupnorm_forward_reference` /
+`groupnorm_backward_reference` compute the formulas above with whole-array NumPy
+operations in float64, `groupnorm_forward_fast` / `groupnorm_backward_fast` run the
+numba kernels of numpyseg/kernels/groupnorm.py (two passes over memory forward, two
+backward); the same for GroupNorm + SiLU (`groupnorm_silu_*`).  BatchNorm has no
+kernel: `batchnorm_forward_reference` is the formulas in float64, and
+`batchnorm_forward_fast` the same in the input's dtype, in place, with no copy of xhat
+when no backward follows.
+
+References:
+    Y. Wu, K. He, "Group normalization", ECCV 2018, arXiv:1803.08494.
+    S. Ioffe, C. Szegedy, "Batch normalization: accelerating deep network training
+    by reducing internal covariate shift", ICML 2015, arXiv:1502.03167.
+    S. Elfwing, E. Uchibe, K. Doya, "Sigmoid-weighted linear units for neural network
+    function approximation in reinforcement learning", Neural Networks 107, 2018 (SiLU).
+    T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing the sample
+    variance: analysis and recommendations", The American Statistician 37(3), 1983
+    (combining per-row statistics in the GroupNorm kernels).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.kernels.groupnorm import (
-    groupnorm_backward_fast,
-    groupnorm_forward_fast,
-    groupnorm_silu_backward_fast,
-    groupnorm_silu_forward_fast,
-)
-from numpyseg.layers.activations import silu_forward
+from numpyseg.backends import pick
+from numpyseg.kernels import groupnorm as groupnorm_kernels
+from numpyseg.layers.activations import sigmoid, silu_forward_fast, silu_forward_reference
 from numpyseg.layers.module import Module, Parameter, check_input, grad_enabled
 
 
 # ------------------------------------------------------------------ GroupNorm
-def groupnorm_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
-                      num_groups: int = 8, eps: float = 1e-3):
-    """GroupNorm forward (numba kernels; see numpyseg.kernels.groupnorm).
+def _group_view(x, num_groups: int) -> np.ndarray:
+    """(N, H, W, C) -> float64 (N, H, W, G, C/G): a group's entries share the index g."""
+    n, h, w, c = x.shape
+    return np.asarray(x, dtype=np.float64).reshape(n, h, w, num_groups, c // num_groups)
+
+
+def _normalised(x, mean, rstd, num_groups: int) -> np.ndarray:
+    """xhat = (x - mu[n, g]) * rstd[n, g], float64 (N, H, W, C)."""
+    xg = _group_view(x, num_groups)
+    return ((xg - mean[:, None, None, :, None]) * rstd[:, None, None, :, None]).reshape(x.shape)
+
+
+def groupnorm_forward_reference(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                                num_groups: int = 8, eps: float = 1e-3):
+    """GroupNorm in plain NumPy (float64 inside).
 
     Args:
         x: (N, H, W, C) with C divisible by num_groups.  gamma, beta: (C,).
     Returns:
-        out (N, H, W, C) in x.dtype, and the cache for groupnorm_backward.
+        out (N, H, W, C) in x.dtype, and the cache (x, gamma, mean, rstd, num_groups),
+        mean and rstd (N, G) float64.
     """
-    out, mean, rstd = groupnorm_forward_fast(x, gamma, beta, num_groups, eps)
-    return out, (x, gamma, mean, rstd, num_groups)
+    xg = _group_view(x, num_groups)
+    mean = xg.mean(axis=(1, 2, 4))
+    var = ((xg - mean[:, None, None, :, None]) ** 2).mean(axis=(1, 2, 4))
+    rstd = 1.0 / np.sqrt(var + eps)
+    y = _normalised(x, mean, rstd, num_groups) * gamma + beta
+    return y.astype(x.dtype), (x, gamma, mean, rstd, num_groups)
 
 
-def groupnorm_backward(dout: np.ndarray, cache):
-    """Gradients of groupnorm_forward.
+def _groupnorm_input_grad(d, x, gamma, mean, rstd, num_groups: int):
+    """dx, dgamma, dbeta (float64) for the gradient d w.r.t. the GroupNorm output z."""
+    n, h, w, c = x.shape
+    shape5 = (n, h, w, num_groups, c // num_groups)
+    xhat = _normalised(x, mean, rstd, num_groups)
+    dbeta = d.sum(axis=(0, 1, 2))
+    dgamma = (d * xhat).sum(axis=(0, 1, 2))
+    g = (d * np.asarray(gamma, dtype=np.float64)).reshape(shape5)
+    xhat = xhat.reshape(shape5)
+    mean_g = g.mean(axis=(1, 2, 4), keepdims=True)
+    mean_gx = (g * xhat).mean(axis=(1, 2, 4), keepdims=True)
+    dx = rstd[:, None, None, :, None] * (g - mean_g - xhat * mean_gx)
+    return dx.reshape(x.shape), dgamma, dbeta
+
+
+def groupnorm_backward_reference(dout: np.ndarray, cache):
+    """Gradients of groupnorm_forward_reference, from the formula in the module docstring.
 
     Returns:
         dx (N, H, W, C), dgamma (C,), dbeta (C,), all in the input's dtype.
     """
     x, gamma, mean, rstd, num_groups = cache
-    dx, dgamma, dbeta = groupnorm_backward_fast(dout, x, gamma, mean, rstd, num_groups)
+    dx, dgamma, dbeta = _groupnorm_input_grad(np.asarray(dout, dtype=np.float64), x, gamma, mean, rstd,
+                                              num_groups)
+    return dx.astype(x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+def groupnorm_forward_fast(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                           num_groups: int = 8, eps: float = 1e-3):
+    """GroupNorm by numba kernels (numpyseg.kernels.groupnorm); arguments and results as the reference."""
+    out, mean, rstd = groupnorm_kernels.forward(x, gamma, beta, num_groups, eps)
+    return out, (x, gamma, mean, rstd, num_groups)
+
+
+def groupnorm_backward_fast(dout: np.ndarray, cache):
+    """Gradients of groupnorm_forward_fast (numba kernels): dx, dgamma, dbeta in the input's dtype."""
+    x, gamma, mean, rstd, num_groups = cache
+    dx, dgamma, dbeta = groupnorm_kernels.backward(dout, x, gamma, mean, rstd, num_groups)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+GROUPNORM_REFERENCE = (groupnorm_forward_reference, groupnorm_backward_reference)
+GROUPNORM_FAST = (groupnorm_forward_fast, groupnorm_backward_fast)
 
 
 def groupnorm_with_statistics(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray,
@@ -120,20 +187,24 @@ class GroupNorm(Module):
         self.bias = Parameter(np.zeros(num_channels, dtype=np.float32))
         self.whole_image = None  # the whole image's statistics during tiled inference
 
+    _implementations = (GROUPNORM_REFERENCE, GROUPNORM_FAST)  # (reference pair, fast pair)
+
     def normalise_with(self, x, mean, rstd):
         """This layer's output for x normalised with given group statistics (G,) (inference)."""
         return groupnorm_with_statistics(x, self.weight.data, self.bias.data, mean, rstd, self.num_groups)
 
     def forward(self, x):
-        check_input("GroupNorm", x, self.num_channels)
+        check_input(type(self).__name__, x, self.num_channels)
         if self.whole_image is not None:
             return self.whole_image.normalise(self, x)
-        out, cache = groupnorm_forward(x, self.weight.data, self.bias.data, self.num_groups, self.eps)
-        self._keep(cache)
+        forward, backward = pick(*self._implementations)
+        out, cache = forward(x, self.weight.data, self.bias.data, self.num_groups, self.eps)
+        self._keep(cache, backward)
         return out
 
     def backward(self, dout):
-        dx, dgamma, dbeta = groupnorm_backward(dout, self._take_cache())
+        backward, cache = self._take()
+        dx, dgamma, dbeta = backward(dout, cache)
         self.weight.grad += dgamma
         self.bias.grad += dbeta
         return dx
@@ -143,22 +214,48 @@ class GroupNorm(Module):
 
 
 # ------------------------------------------------- GroupNorm + SiLU, fused
-def groupnorm_silu_forward(x, gamma, beta, num_groups: int = 8, eps: float = 1e-3):
+def groupnorm_silu_forward_reference(x, gamma, beta, num_groups: int = 8, eps: float = 1e-3):
+    """y = silu(GroupNorm(x)) = z * sigmoid(z) in plain NumPy (float64 inside).
+
+    Returns:
+        out (N, H, W, C) in x.dtype, and the cache (x, gamma, beta, mean, rstd, groups).
+    """
+    z, (_, _, mean, rstd, _) = groupnorm_forward_reference(np.asarray(x, dtype=np.float64), gamma, beta,
+                                                           num_groups, eps)
+    y = z * sigmoid(z)
+    return y.astype(x.dtype), (x, gamma, beta, mean, rstd, num_groups)
+
+
+def groupnorm_silu_backward_reference(dout, cache):
+    """dz = dout * s * (1 + z * (1 - s)), s = sigmoid(z), then GroupNorm's backward; dx, dgamma, dbeta."""
+    x, gamma, beta, mean, rstd, num_groups = cache
+    z = _normalised(x, mean, rstd, num_groups) * gamma + beta
+    s = sigmoid(z)
+    dz = np.asarray(dout, dtype=np.float64) * s * (1.0 + z * (1.0 - s))
+    dx, dgamma, dbeta = _groupnorm_input_grad(dz, x, gamma, mean, rstd, num_groups)
+    return dx.astype(x.dtype), dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+def groupnorm_silu_forward_fast(x, gamma, beta, num_groups: int = 8, eps: float = 1e-3):
     """y = silu(GroupNorm(x)) in one pass (numpyseg.kernels.groupnorm).
 
     Returns:
         out (N, H, W, C) in x.dtype, and the cache (x, gamma, beta, mean, rstd, groups):
         no activation is stored, z = GroupNorm(x) is recomputed in the backward.
     """
-    out, mean, rstd = groupnorm_silu_forward_fast(x, gamma, beta, num_groups, eps)
+    out, mean, rstd = groupnorm_kernels.forward_silu(x, gamma, beta, num_groups, eps)
     return out, (x, gamma, beta, mean, rstd, num_groups)
 
 
-def groupnorm_silu_backward(dout, cache):
-    """dz = dout * silu'(z), then GroupNorm's backward; returns dx, dgamma, dbeta."""
+def groupnorm_silu_backward_fast(dout, cache):
+    """dz = dout * silu'(z), then GroupNorm's backward (numba kernels); returns dx, dgamma, dbeta."""
     x, gamma, beta, mean, rstd, num_groups = cache
-    dx, dgamma, dbeta = groupnorm_silu_backward_fast(dout, x, gamma, beta, mean, rstd, num_groups)
+    dx, dgamma, dbeta = groupnorm_kernels.backward_silu(dout, x, gamma, beta, mean, rstd, num_groups)
     return dx, dgamma.astype(x.dtype), dbeta.astype(x.dtype)
+
+
+GROUPNORM_SILU_REFERENCE = (groupnorm_silu_forward_reference, groupnorm_silu_backward_reference)
+GROUPNORM_SILU_FAST = (groupnorm_silu_forward_fast, groupnorm_silu_backward_fast)
 
 
 class GroupNormSiLU(GroupNorm):
@@ -178,21 +275,10 @@ class GroupNormSiLU(GroupNorm):
 
     def normalise_with(self, x, mean, rstd):
         """silu of GroupNorm with given group statistics (G,) (tiled inference)."""
-        return silu_forward(super().normalise_with(x, mean, rstd))[0]
+        silu = pick(silu_forward_reference, silu_forward_fast)
+        return silu(super().normalise_with(x, mean, rstd))[0]
 
-    def forward(self, x):
-        check_input("GroupNormSiLU", x, self.num_channels)
-        if self.whole_image is not None:
-            return self.whole_image.normalise(self, x)
-        out, cache = groupnorm_silu_forward(x, self.weight.data, self.bias.data, self.num_groups, self.eps)
-        self._keep(cache)
-        return out
-
-    def backward(self, dout):
-        dx, dgamma, dbeta = groupnorm_silu_backward(dout, self._take_cache())
-        self.weight.grad += dgamma
-        self.bias.grad += dbeta
-        return dx
+    _implementations = (GROUPNORM_SILU_REFERENCE, GROUPNORM_SILU_FAST)
 
     def __repr__(self):
         return f"GroupNormSiLU({self.num_channels}, num_groups={self.num_groups}, eps={self.eps})"
@@ -202,9 +288,58 @@ class GroupNormSiLU(GroupNorm):
 _BATCH_AXES = (0, 1, 2)
 
 
-def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training: bool,
+def batchnorm_forward_reference(x, gamma, beta, running_mean, running_var, *, training: bool,
+                                momentum: float = 0.99, eps: float = 1e-3, keep_cache: bool = True):
+    """BatchNorm forward with Keras semantics, the formulas in float64.
+
+    Training: mu, var = per-channel batch mean and biased variance over (N, H, W), and
+    running = momentum * running + (1 - momentum) * batch statistic, in place.
+    Eval: mu, var = running_mean, running_var.
+
+    Args:
+        x: (N, H, W, C).  gamma, beta, running_mean, running_var: (C,).
+        keep_cache: False when no backward follows (no_grad): the cache is then None.
+    Returns:
+        out (N, H, W, C) in x.dtype, and the cache (xhat, rstd, gamma, training, dtype).
+    """
+    x64 = np.asarray(x, dtype=np.float64)
+    if training:
+        mean = x64.mean(axis=_BATCH_AXES)
+        var = ((x64 - mean) ** 2).mean(axis=_BATCH_AXES)
+        running_mean *= momentum
+        running_mean += (1 - momentum) * mean
+        running_var *= momentum
+        running_var += (1 - momentum) * var
+    else:
+        mean = np.asarray(running_mean, dtype=np.float64)
+        var = np.asarray(running_var, dtype=np.float64)
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = (x64 - mean) * rstd
+    out = xhat * np.asarray(gamma, dtype=np.float64) + beta
+    return out.astype(x.dtype), ((xhat, rstd, gamma, training, x.dtype) if keep_cache else None)
+
+
+def batchnorm_backward_reference(dout, cache):
+    """Gradients of batchnorm_forward_reference (module docstring), in the input's dtype.
+
+    Returns:
+        dx (N, H, W, C), dgamma (C,), dbeta (C,).
+    """
+    xhat, rstd, gamma, training, dt = cache
+    d = np.asarray(dout, dtype=np.float64)
+    dbeta = d.sum(axis=_BATCH_AXES)
+    dgamma = (d * xhat).sum(axis=_BATCH_AXES)
+    g = d * np.asarray(gamma, dtype=np.float64)
+    if training:
+        dx = rstd * (g - g.mean(axis=_BATCH_AXES) - xhat * (g * xhat).mean(axis=_BATCH_AXES))
+    else:
+        dx = rstd * g
+    return dx.astype(dt), dgamma.astype(dt), dbeta.astype(dt)
+
+
+def batchnorm_forward_fast(x, gamma, beta, running_mean, running_var, *, training: bool,
                       momentum: float = 0.99, eps: float = 1e-3, keep_cache: bool = True):
-    """BatchNorm forward with Keras semantics.
+    """BatchNorm forward with Keras semantics, in x's dtype and in place where it can.
 
     Training: mu, var = per-channel batch mean and biased variance over (N, H, W);
     the running statistics are updated *in place* as
@@ -221,7 +356,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training: bo
             and the output is computed in place in its buffer, so eval mode allocates
             one (N, H, W, C) array instead of four.
     Returns:
-        out (N, H, W, C) in x.dtype, and the cache for batchnorm_backward (None
+        out (N, H, W, C) in x.dtype, and the cache for batchnorm_backward_fast (None
         with keep_cache=False).
     """
     dt = x.dtype
@@ -245,8 +380,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, *, training: bo
     return out, ((xhat, rstd, gamma, training) if keep_cache else None)
 
 
-def batchnorm_backward(dout, cache):
-    """Gradients of batchnorm_forward (see the module docstring).
+def batchnorm_backward_fast(dout, cache):
+    """Gradients of batchnorm_forward_fast (see the module docstring).
 
     Returns:
         dx (N, H, W, C), dgamma (C,), dbeta (C,), in the input's dtype.
@@ -263,6 +398,10 @@ def batchnorm_backward(dout, cache):
     else:
         dx = dout * a
     return dx.astype(dt, copy=False), dgamma.astype(dt), dbeta.astype(dt)
+
+
+BATCHNORM_REFERENCE = (batchnorm_forward_reference, batchnorm_backward_reference)
+BATCHNORM_FAST = (batchnorm_forward_fast, batchnorm_backward_fast)
 
 
 class BatchNorm2d(Module):
@@ -290,14 +429,16 @@ class BatchNorm2d(Module):
 
     def forward(self, x):
         check_input("BatchNorm2d", x, self.num_channels)
-        out, cache = batchnorm_forward(x, self.weight.data, self.bias.data, self.running_mean,
-                                       self.running_var, training=self.training,
-                                       momentum=self.momentum, eps=self.eps, keep_cache=grad_enabled())
-        self._keep(cache)
+        forward, backward = pick(BATCHNORM_REFERENCE, BATCHNORM_FAST)
+        out, cache = forward(x, self.weight.data, self.bias.data, self.running_mean, self.running_var,
+                             training=self.training, momentum=self.momentum, eps=self.eps,
+                             keep_cache=grad_enabled())
+        self._keep(cache, backward)
         return out
 
     def backward(self, dout):
-        dx, dgamma, dbeta = batchnorm_backward(dout, self._take_cache())
+        backward, cache = self._take()
+        dx, dgamma, dbeta = backward(dout, cache)
         self.weight.grad += dgamma
         self.bias.grad += dbeta
         return dx

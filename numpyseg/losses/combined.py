@@ -7,6 +7,13 @@ The spec uses bce_weight = mcc_weight = 0.5 and w_pos = 1 (the authors' notebook
 plain BCE, although the paper calls it weighted).  Both terms are taken over the
 same masked pixels; see numpyseg.losses.bce and numpyseg.losses.mcc for the formulas
 and gradients.  The two gradients are added in float64 and cast once.
+
+References:
+    C. Guo, A. N. Christensen, A. B. Dahl, Y. Yi, M. R. Hannemose, "SA-UNetv2: rethinking
+    spatial attention U-Net for retinal vessel segmentation", arXiv:2509.11774, 2025
+    (the BCE + MCC loss).
+    K. Abhishek, G. Hamarneh, "Matthews correlation coefficient loss for deep
+    convolutional networks: application to skin lesion segmentation", ISBI 2021.
 """
 
 from __future__ import annotations

@@ -40,13 +40,20 @@ prediction) stay finite.
 The counts are accumulated in float64: a batch of 8 x 592 x 592 pixels has counts
 near 10^6 whose float32 sums keep only a few digits, and N = TP*TN - FP*FN cancels
 most of those.  The returned gradient has the logits' dtype.
+
+References:
+    K. Abhishek, G. Hamarneh, "Matthews correlation coefficient loss for deep
+    convolutional networks: application to skin lesion segmentation", ISBI 2021.
+    B. W. Matthews, "Comparison of the predicted and observed secondary structure of T4
+    phage lysozyme", Biochimica et Biophysica Acta 405(2), 1975 (the coefficient).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from numpyseg.losses.bce import cast_grad, prepare, sigmoid
+from numpyseg.layers.activations import sigmoid
+from numpyseg.losses.bce import cast_grad, prepare
 
 MCC_EPS = 1e-7
 

@@ -9,6 +9,11 @@ builds them as two layers, which the tests check gives the same results.
 
 Its backward is the chain rule read backwards: each child's backward takes the
 gradient of its output and returns the gradient of its input.
+
+References:
+    C. Guo, M. Szemenyei, Y. Yi, W. Wang, B. Chen, C. Fan, "SA-UNet: spatial attention
+    U-Net for retinal vessel segmentation", ICPR 2020, arXiv:2004.03696 (conv, DropBlock,
+    BatchNorm, ReLU); C. Guo et al., "SA-UNetv2", arXiv:2509.11774, 2025 (GroupNorm, SiLU).
 """
 
 from __future__ import annotations

@@ -26,6 +26,14 @@ parameter gradients are unchanged.
 Looking inside.  `with model.recording_gates(): model(x)` makes every attention
 layer keep the gate map of that forward pass; `model.gate_maps()` then returns
 them by layer name (bottleneck 'attention', then 'csa3', 'csa2', 'csa1').
+
+References:
+    O. Ronneberger, P. Fischer, T. Brox, "U-Net: convolutional networks for biomedical
+    image segmentation", MICCAI 2015, arXiv:1505.04597.
+    C. Guo, M. Szemenyei, Y. Yi, W. Wang, B. Chen, C. Fan, "SA-UNet: spatial attention
+    U-Net for retinal vessel segmentation", ICPR 2020, arXiv:2004.03696.
+    C. Guo, A. N. Christensen, A. B. Dahl, Y. Yi, M. R. Hannemose, "SA-UNetv2: rethinking
+    spatial attention U-Net for retinal vessel segmentation", arXiv:2509.11774, 2025.
 """
 
 from __future__ import annotations

@@ -23,6 +23,12 @@ Decoupled weight decay shrinks the weights directly instead of adding
 weight_decay * theta to g, so the decay is not rescaled by 1 / sqrt(v_hat)
 (Loshchilov & Hutter, "Decoupled weight decay regularization").  The spec's recipe
 uses none.
+
+References:
+    D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015,
+    arXiv:1412.6980.
+    I. Loshchilov, F. Hutter, "Decoupled weight decay regularization", ICLR 2019,
+    arXiv:1711.05101 (weight_decay).
 """
 
 from __future__ import annotations

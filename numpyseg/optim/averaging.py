@@ -20,6 +20,10 @@ the gradient steps act on theta, and the average only reads it.
 
 State dict keys: 'ema.updates' and 'ema.<param name>' (copies), so the average rides in
 a checkpoint beside the Adam moments and a resumed run continues it exactly.
+
+References:
+    B. T. Polyak, A. B. Juditsky, "Acceleration of stochastic approximation by
+    averaging", SIAM J. Control Optim. 30(4), 1992.
 """
 
 from __future__ import annotations

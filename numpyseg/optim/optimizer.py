@@ -13,6 +13,10 @@ and is stored in a checkpoint next to the model's own state dict.
 The optimiser reads `p.data` and `p.grad` afresh at every step, so it keeps working
 after `Module.load_state_dict` or `Module.to(dtype)` replace those arrays; the slot
 arrays follow the parameter's dtype.
+
+References:
+    D. P. Kingma, J. Ba, "Adam: a method for stochastic optimization", ICLR 2015 (the
+    optimiser built on this base class, numpyseg.optim.adam).
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ validation loss, mode 'min'):
 metric > best + min_delta); a NaN metric never improves.  Both objects have
 state_dict()/load_state_dict() made of plain Python numbers, so they can ride in a
 checkpoint's JSON `extra` and a resumed run continues exactly where it stopped.
+
+References:
+    keras.callbacks.ReduceLROnPlateau and keras.callbacks.EarlyStopping (the semantics
+    followed); L. Prechelt, "Early stopping - but when?", in Neural Networks: Tricks of
+    the Trade, Springer 1998.
+    I. Loshchilov, F. Hutter, "SGDR: stochastic gradient descent with warm restarts",
+    ICLR 2017, arXiv:1608.03983 (the cosine schedule).
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ import numpy as np
 from numpyseg.atomic import remove_stale_temporaries
 from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpyseg.data.io import DataError
-from numpyseg.inference import dataset_pad_size, predict_logits, sigmoid
+from numpyseg.inference import dataset_pad_size, predict_logits
+from numpyseg.layers.activations import sigmoid
 from numpyseg.losses.combined import bce_mcc_loss
 from numpyseg.metrics.segmentation import segmentation_metrics
 from numpyseg.models.unet import build_model
