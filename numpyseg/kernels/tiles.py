@@ -191,6 +191,27 @@ def _variant_from_environment() -> str:
 TILE_VARIANT = _variant_from_environment()
 
 
+def machine_summary() -> str:
+    """One line naming the CPU, its instruction set, the tile variant and numba's threads.
+
+    E.g. 'AMD EPYC, x86_64, AVX-512 (tiles avx512), 2 cores, 1 numba thread'.  Recorded
+    with every training session, since speed (not results) depends on it.
+    """
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:  # not Linux
+        pass
+    threads = numba.get_num_threads()
+    return (f"{cpu}, {platform.machine()}, {instruction_set()} (tiles {TILE_VARIANT}), {os.cpu_count()} cores, "
+            f"{threads} numba thread{'s' if threads != 1 else ''}")
+
+
 def tile_shape(variant: str | None = None) -> tuple[str, TileShape]:
     """(name, TileShape) of `variant`, or of the variant chosen for this CPU when None."""
     name = TILE_VARIANT if variant is None else variant

@@ -124,7 +124,8 @@ def record_markdown(summary: dict, weights_name: str, curves_name: str | None) -
         for i, session in enumerate(s["sessions"], 1):
             lines.append(f"{i}. `{session.get('command') or '(not recorded)'}`: started "
                          f"{session.get('started_utc')} UTC at epoch {session.get('from_epoch', 0) + 1}, "
-                         f"after {_minutes(session.get('elapsed_s_before', 0.0))} of training")
+                         f"after {_minutes(session.get('elapsed_s_before', 0.0))} of training"
+                         + (f"; machine: {session['machine']}" if session.get("machine") else ""))
         lines.append("")
     if curves_name:
         lines += ["## Training curves", "", f"![training curves]({curves_name})", ""]

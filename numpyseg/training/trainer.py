@@ -44,6 +44,7 @@ from numpyseg.atomic import remove_stale_temporaries
 from numpyseg.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from numpyseg.data.io import DataError
 from numpyseg.inference import dataset_pad_size, predict_logits
+from numpyseg.kernels.tiles import machine_summary
 from numpyseg.layers.activations import sigmoid
 from numpyseg.losses.combined import bce_mcc_loss
 from numpyseg.metrics.segmentation import segmentation_metrics
@@ -299,7 +300,7 @@ class Trainer:
         self.sessions.append({"command": self.command, "started_utc": time.strftime("%Y-%m-%d %H:%M:%S",
                                                                                   time.gmtime()),
                               "from_epoch": self.epoch, "from_step": self.step_in_epoch,
-                              "elapsed_s_before": self.elapsed_before})
+                              "elapsed_s_before": self.elapsed_before, "machine": machine_summary()})
         self._epoch_times: list[float] = []
         self._pending_snapshot = None
         self.last_loss = None
