@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "numpyseg"
 
 CORE = ("numpyseg", "numpyseg.kernels", "numpyseg.layers", "numpyseg.models", "numpyseg.losses",
-        "numpyseg.optim", "numpyseg.errors", "numpyseg.validate")
+        "numpyseg.optim", "numpyseg.errors", "numpyseg.validate", "numpyseg.backends")
 APPLICATION = ("numpyseg.__main__", "numpyseg.atomic", "numpyseg.checkpoint", "numpyseg.data",
                "numpyseg.inference", "numpyseg.prediction", "numpyseg.evaluation", "numpyseg.training",
                "numpyseg.metrics", "numpyseg.interop", "numpyseg.cli")
