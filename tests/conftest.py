@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 DRIVE_ENV = "NUMPYSEG_DRIVE"
+STARE_ENV = "NUMPYSEG_STARE"
 
 
 @pytest.fixture
@@ -32,6 +33,18 @@ def drive_root() -> Path:
     path = Path(value)
     if not (path / "training" / "images").is_dir():
         pytest.skip(f"DRIVE not available: {DRIVE_ENV}={value} has no training/images folder")
+    return path
+
+
+@pytest.fixture
+def stare_root() -> Path:
+    """The STARE folder named by $NUMPYSEG_STARE; the test is skipped when it is absent."""
+    value = os.environ.get(STARE_ENV)
+    if not value:
+        pytest.skip(f"STARE not available: set {STARE_ENV} to the STARE folder")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.skip(f"STARE not available: {STARE_ENV}={value} is not a folder")
     return path
 
 
