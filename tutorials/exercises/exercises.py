@@ -16,7 +16,7 @@ Conventions, as in numpyseg: activations NHWC (N, H, W, C); convolution kernels 
 p = k // 2, zeros outside the image.
 """
 
-import numpy as np
+import numpy as np  # noqa: F401  (for your answers)
 
 
 # ------------------------------------------------------------------ chapter 2
