@@ -9,8 +9,10 @@ code-hosting site always shows real output, and the test suite runs the very sam
     python tutorials/run.py                 # every chapter, full mode, rewrite the .md files
     python tutorials/run.py 02 07           # only chapters 02 and 07
     python tutorials/run.py --short 10      # short mode (what the tests run)
-    python tutorials/run.py --check         # execute only: no file is rewritten,
-                                            # figures go to a temporary folder
+    python tutorials/run.py --check         # run each chapter in the mode its page was
+                                            # produced in and compare the fresh outputs
+                                            # with the page's; rewrite nothing (exit 1 on
+                                            # a difference, one line per differing line)
 
 Conventions inside a chapter:
 
@@ -22,7 +24,23 @@ Conventions inside a chapter:
   NUMPYSEG_TUTORIAL_SHORT ("1": short mode) and NUMPYSEG_TUTORIAL_FIGURES (the folder
   its figures go to, "figures" by default).
 * A line starting with "> Outputs on this page" is rewritten to say which mode and
-  command produced the outputs.
+  command produced the outputs and how long the code ran ("in about 3 s"); that
+  line is the one source of a chapter's run time (tutorials/README.md's table is
+  checked against it by the test suite).
+
+Checking (--check).  Each output line is compared with the page's: the text with
+runs of spaces collapsed must be equal, and every number must agree to a relative
+tolerance (--rtol, 1e-6) plus an absolute one (--atol, 1e-9).  Parts of a line that
+change from run to run are masked on both sides before comparing: a number with a
+time or rate unit ("0.8 s", "12 ms", "31 img/s", "4 min"), absolute paths and dates.
+A chapter marks the rest itself with an HTML comment (invisible on the rendered
+page) in the prose before a python block; it applies to that block's output:
+
+    <!-- volatile: REGEX -->     output lines matching REGEX (re.search) are skipped
+    <!-- volatile -->            the whole output of the block is skipped
+    <!-- tolerance: 1e-3 -->     numbers of this block's output agree to 1e-3 (relative
+                                 and absolute), e.g. float32 sums whose last digits
+                                 depend on the CPU's register tile
 """
 
 from __future__ import annotations
@@ -30,6 +48,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import re
 import sys
@@ -45,6 +64,16 @@ STATUS_PREFIX = "> Outputs on this page"
 SHORT_ENV = "NUMPYSEG_TUTORIAL_SHORT"
 FIGURES_ENV = "NUMPYSEG_TUTORIAL_FIGURES"
 OPTIONAL_INPUTS = ("NUMPYSEG_DRIVE", "NUMPYSEG_WEIGHTS")  # data a chapter may use when present
+RTOL, ATOL = 1e-6, 1e-9  # default tolerances of --check
+NUMBER = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?|\b(?:nan|inf)\b")
+UNIT = r"(?:s|ms|µs|us|ns|min|h|img/s|images/s|steps/s|it/s|[KMGT]?FLOP/s|[KMG]i?B/s)"
+# masked on both sides before comparing: timings and rates, absolute paths, dates and clock times
+VOLATILE_TOKENS = (
+    re.compile(r"(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?\s?" + UNIT + r"(?![\w/])"),
+    re.compile(r"(?<![\w.])(?:[A-Za-z]:\\|/)(?:[\w.-]+[/\\])+[\w.-]*"),
+    re.compile(r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2})?)?|\b\d{2}:\d{2}:\d{2}\b"),
+)
+MARKER = re.compile(r"^\s*<!--\s*(volatile|tolerance)\s*(?::\s*(.*?))?\s*-->\s*$")
 
 
 class ChapterError(RuntimeError):
@@ -69,13 +98,31 @@ class ChapterResult:
     markdown: str = ""  # the chapter with fresh outputs
 
 
+def about(seconds: float) -> str:
+    """A run time as the status line states it: 'about 3 s', 'about 25 s', 'about 4 min'."""
+    if seconds < 9.5:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 57.5:
+        return f"about {5 * round(seconds / 5)} s"
+    return f"about {max(1, round(seconds / 60))} min"
+
+
+def run_time(text: str) -> str | None:
+    """The run time the status line of a chapter states ('about 3 s'), or None."""
+    match = re.search(re.escape(STATUS_PREFIX) + r".* in (about \d+ (?:s|min))\.\s*$", text, re.M)
+    return match.group(1) if match else None
+
+
 def chapters(selection: list[str] | None = None) -> list[Path]:
-    """The chapter files, in order; `selection` holds numbers ('2', '02') or file names."""
+    """The chapter files, in order; `selection` holds numbers ('2', '02'), names or .md paths."""
     found = sorted(p for p in HERE.glob("[0-9][0-9]_*.md"))
     if not selection:
         return found
     chosen = []
     for item in selection:
+        if Path(item).suffix == ".md" and Path(item).is_file():  # a chapter file elsewhere
+            chosen.append(Path(item).resolve())
+            continue
         key = item.zfill(2) if item.isdigit() else item
         match = [p for p in found if p.name.startswith(key + "_") or p.name == key or p.stem == key]
         if not match:
@@ -135,6 +182,140 @@ def _clean(text: str) -> list[str]:
     while lines and not lines[-1]:
         lines.pop()
     return lines
+
+
+# ------------------------------------------------------------------ checking
+@dataclass
+class Expectation:
+    """What the page says a python block prints, and how to compare it."""
+
+    block: int  # 1-based number of the python block in the chapter
+    line: int  # Markdown line of the block's opening fence
+    lines: list[str]  # the committed output (empty: the block prints nothing)
+    volatile: list[re.Pattern] = field(default_factory=list)  # output lines to skip
+    whole_block_volatile: bool = False
+    tolerance: float | None = None  # overrides rtol and atol for this block
+
+
+def page_mode(text: str) -> tuple[bool | None, list[str]]:
+    """(short?, optional inputs) the page's status line names; (None, []) without one."""
+    for line in text.split("\n"):
+        if line.startswith(STATUS_PREFIX):
+            short = "short mode" in line
+            return short, [name for name in OPTIONAL_INPUTS if f"{name} set" in line]
+    return None, []
+
+
+def expectations(text: str) -> list[Expectation]:
+    """The committed output of every runnable block of a chapter, with its markers."""
+    items = parse(text)
+    found, pending = [], []
+    for k, item in enumerate(items):
+        if isinstance(item, str):
+            match = MARKER.match(item)
+            if match:
+                pending.append(match.groups())
+            continue
+        if not is_runnable(item):
+            continue
+        out = output_block_after(items, k)
+        expectation = Expectation(len(found) + 1, item.start + 1, items[out].lines if out is not None else [])
+        for kind, argument in pending:
+            if kind == "tolerance":
+                expectation.tolerance = float(argument)
+            elif argument:
+                expectation.volatile.append(re.compile(argument))
+            else:
+                expectation.whole_block_volatile = True
+        pending = []
+        found.append(expectation)
+    return found
+
+
+def _skipped(line: str, volatile: list[re.Pattern]) -> bool:
+    return any(pattern.search(line) for pattern in volatile)
+
+
+def _mask(line: str) -> str:
+    for pattern in VOLATILE_TOKENS:
+        line = pattern.sub("<volatile>", line)
+    return line
+
+
+def _skeleton(line: str) -> tuple[str, list[str]]:
+    """A line's text with its numbers replaced by '#' and spaces collapsed, and the numbers."""
+    numbers = NUMBER.findall(line)
+    text = " ".join(NUMBER.sub("#", line).split())
+    return text, numbers
+
+
+def lines_agree(expected: str, fresh: str, rtol: float = RTOL, atol: float = ATOL) -> bool:
+    """Same text (spaces collapsed, volatile parts masked) and numbers within the tolerances."""
+    text_e, num_e = _skeleton(_mask(expected))
+    text_f, num_f = _skeleton(_mask(fresh))
+    if text_e != text_f or len(num_e) != len(num_f):
+        return False
+    for a, b in zip(num_e, num_f):
+        a, b = float(a), float(b)
+        if a == b or (math.isnan(a) and math.isnan(b)):
+            continue
+        if not abs(a - b) <= atol + rtol * max(abs(a), abs(b)):
+            return False
+    return True
+
+
+def compare_outputs(name: str, expected: list[Expectation], fresh: list[str],
+                    rtol: float = RTOL, atol: float = ATOL) -> list[str]:
+    """One line per output line that differs: chapter, block, expected and fresh line."""
+    report = []
+    if len(expected) != len(fresh):
+        return [f"{name}: the page has {len(expected)} python blocks, the run gave {len(fresh)} outputs"]
+    for exp, out in zip(expected, fresh):
+        if exp.whole_block_volatile:
+            continue
+        want = [line for line in exp.lines if not _skipped(line, exp.volatile)]
+        got = [line for line in out.split("\n") if not _skipped(line, exp.volatile)] if out else []
+        r, a = (exp.tolerance, exp.tolerance) if exp.tolerance is not None else (rtol, atol)
+        where = f"{name} block {exp.block} (line {exp.line})"
+        for i in range(max(len(want), len(got))):
+            w = want[i] if i < len(want) else None
+            g = got[i] if i < len(got) else None
+            if w is None or g is None or not lines_agree(w, g, r, a):
+                shown_w = "nothing" if w is None else repr(w.strip())
+                shown_g = "nothing" if g is None else repr(g.strip())
+                report.append(f"{where} output line {i + 1}: expected {shown_w}, got {shown_g}")
+    return report
+
+
+def check_chapter(path, *, rtol: float = RTOL, atol: float = ATOL, figures_dir=None,
+                  echo: bool = False) -> tuple[list[str], ChapterResult | None]:
+    """Run a chapter in the mode its page was produced in and compare its outputs with the page's.
+
+    Returns:
+        (report, result): one line per difference (empty: the page is up to date), and
+        the run's ChapterResult.  When the page was produced with an optional input
+        (NUMPYSEG_DRIVE, ...) that is not set here, the chapter is only run and the
+        report holds a single line starting with "not compared".
+
+    Raises:
+        ChapterError: a block raised.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    short, inputs = page_mode(text)
+    missing = [name for name in inputs if not os.environ.get(name)]
+    # inputs the page was produced without are hidden from the run, so that it does the same
+    hidden = [name for name in OPTIONAL_INPUTS if name not in inputs]
+    saved = {name: os.environ.pop(name) for name in hidden if name in os.environ}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run_chapter(path, short=bool(short), figures_dir=figures_dir or tmp, echo=echo)
+    finally:
+        os.environ.update(saved)
+    if missing:
+        return [f"not compared: {path.name} was produced with {' and '.join(missing)} set, "
+                "which is not set here"], result
+    return compare_outputs(path.name, expectations(text), result.outputs, rtol, atol), result
 
 
 @contextlib.contextmanager
@@ -234,7 +415,7 @@ def run_chapter(path, *, short: bool = False, figures_dir=None, write: bool = Fa
     command = f"python tutorials/run.py {'--short ' if short else ''}{path.name[:2]}"
     for i, item in enumerate(items):
         if isinstance(item, str) and item.startswith(STATUS_PREFIX):
-            items[i] = f"{STATUS_PREFIX} were produced by `{command}` ({mode})."
+            items[i] = f"{STATUS_PREFIX} were produced by `{command}` ({mode}) in {about(seconds)}."
     markdown = render(items)
     if write and markdown != text:
         path.write_text(markdown, encoding="utf-8")
@@ -246,17 +427,30 @@ def main(argv=None) -> int:
     parser.add_argument("chapters", nargs="*", help="chapter numbers (e.g. 02 7) or file names")
     parser.add_argument("--short", action="store_true", help="short mode, as in the test suite")
     parser.add_argument("--check", action="store_true",
-                        help="only execute: rewrite nothing, write figures to a temporary folder")
+                        help="rewrite nothing: run each chapter in the mode its page names and compare "
+                             "the outputs with the page's (with --short: short mode, only run)")
+    parser.add_argument("--rtol", type=float, default=RTOL, help=f"--check: relative tolerance ({RTOL:g})")
+    parser.add_argument("--atol", type=float, default=ATOL, help=f"--check: absolute tolerance ({ATOL:g})")
     parser.add_argument("--quiet", action="store_true", help="do not echo the outputs")
     args = parser.parse_args(argv)
     failures = 0
+    compare = args.check and not args.short
     with tempfile.TemporaryDirectory() as tmp:
         for path in chapters(args.chapters):
-            print(f"== {path.name} ({'short' if args.short else 'full'} mode)", flush=True)
+            if compare:
+                short = bool(page_mode(path.read_text(encoding="utf-8"))[0])
+            else:
+                short = args.short
+            print(f"== {path.name} ({'short' if short else 'full'} mode)", flush=True)
+            report: list[str] = []
             try:
-                result = run_chapter(path, short=args.short, write=not args.check,
-                                     figures_dir=Path(tmp) if args.check else None,
-                                     echo=not args.quiet)
+                if compare:
+                    report, result = check_chapter(path, rtol=args.rtol, atol=args.atol,
+                                                   figures_dir=Path(tmp), echo=not args.quiet)
+                else:
+                    result = run_chapter(path, short=short, write=not args.check,
+                                         figures_dir=Path(tmp) if args.check else None,
+                                         echo=not args.quiet)
             except ChapterError as error:
                 failures += 1
                 print(error, file=sys.stderr)
@@ -266,7 +460,14 @@ def main(argv=None) -> int:
             if missing:
                 failures += 1
                 print(f"{path.name}: linked figures not produced: {', '.join(missing)}", file=sys.stderr)
-            print(f"-- {path.name}: {result.seconds:.1f} s, {len(result.figures)} figures", flush=True)
+            if report and report[0].startswith("not compared"):
+                print(report[0], file=sys.stderr)
+            elif report:
+                failures += 1
+                print("\n".join(report), file=sys.stderr)
+            state = (f", {len(report)} stale output lines" if report and compare
+                     and not report[0].startswith("not compared") else "")
+            print(f"-- {path.name}: {result.seconds:.1f} s, {len(result.figures)} figures{state}", flush=True)
     return 1 if failures else 0
 
 
