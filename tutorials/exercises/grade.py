@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-import numpyseg.kernels.im2col as _im2col
 import numpyseg.layers as _layers
+import numpyseg.layers.conv as _conv
 import numpyseg.layers.dropblock as _dropblock
 import numpyseg.losses.mcc as _mcc
 import numpyseg.optim as _optim
@@ -45,8 +45,8 @@ LIBRARY = {
     "CrossScaleSpatialAttention": _layers.CrossScaleSpatialAttention,
     "Parameter": _layers.Parameter,
     "Adam": _optim.Adam,
-    "im2col": _im2col.im2col_reference,  # (N, H, W, C), k -> (N, H, W, k, k, C)
-    "col2im": _im2col.col2im_reference,  # its adjoint
+    "im2col": _conv.im2col,  # (N, H, W, C), k -> (N, H, W, k, k, C)
+    "col2im": _conv.col2im,  # its adjoint
     "dropblock_gamma": _dropblock.dropblock_gamma,  # (rate, H, W, block_h, block_w) -> float
     "mcc_loss": _mcc.mcc_loss,  # (logits, target) -> (loss, dL/dlogits)
 }
