@@ -170,7 +170,8 @@ class GradcheckReport:
 
     `errors` maps each name to the larger of its two errors; `zero` lists the tensors
     accepted as zero (only when the check was asked to allow them); `unexpected_zero`
-    lists zero tensors that were not allowed, each of which fails the check.
+    lists zero tensors that were not allowed, each of which fails the check.  str()
+    gives one line, table() one line per tensor with both errors.
     """
 
     tensors: dict[str, TensorCheck] = field(default_factory=dict)
@@ -250,12 +251,16 @@ def _check_tensor(loss, array, analytic, rng, *, eps, max_entries, directions, n
     norm = float(np.linalg.norm(analytic))
     if max(norm, np.abs(numeric_dir).max(initial=0.0), np.abs(numeric).max(initial=0.0)) < noise:
         return TensorCheck(0.0, 0.0, len(idx), array.size, directions, zero=True)
-    rms = lambda z: float(np.sqrt(np.mean(np.square(z)))) if len(z) else 0.0  # noqa: E731
     root_n = np.sqrt(array.size)
-    scale = max(norm, root_n * rms(numeric_dir))
-    directional = root_n * rms(analytic_dir - numeric_dir) / scale if directions else 0.0
-    elementwise = worst_entry_error(sampled, numeric, norm / np.sqrt(array.size))
+    scale = max(norm, root_n * _rms(numeric_dir))
+    directional = root_n * _rms(analytic_dir - numeric_dir) / scale if scale > 0 else 0.0
+    elementwise = worst_entry_error(sampled, numeric, norm / root_n)
     return TensorCheck(directional, elementwise, len(idx), array.size, directions)
+
+
+def _rms(values: np.ndarray) -> float:
+    """Root mean square; 0 for no values."""
+    return float(np.sqrt(np.mean(np.square(values)))) if len(values) else 0.0
 
 
 def check_module(

@@ -100,7 +100,7 @@ def test_backward_more_often_than_forward_fails_clearly():
     x = np.zeros((1, 4, 4, 3), np.float32)
     layer(x)
     layer.backward(np.ones((1, 4, 4, 4), np.float32))
-    with pytest.raises(RuntimeError, match=r"Conv2d.backward\(\) called without a forward pass .* more often"):
+    with pytest.raises(RuntimeError, match=r"Conv2d.backward\(\) called without a forward .* more often"):
         layer.backward(np.ones((1, 4, 4, 4), np.float32))
 
 

@@ -16,10 +16,11 @@ calls its backward once per call, in the reverse order, and the contributions
 add up in Parameter.grad (the multivariate chain rule: a parameter used twice
 gets the sum of both paths' gradients).  A forward that no backward follows
 leaves its cache on the stack until a forward under `no_grad()` clears it;
-inference therefore runs under `no_grad()`, which keeps nothing.  Parameters are found by walking the attributes
-of a module in the order they were assigned, and get dotted names
-(``enc1.conv1.weight``) that key the state dict, the optimiser state and the
-checkpoint.
+inference therefore runs under `no_grad()`, which keeps nothing.
+
+Parameters are found by walking the attributes of a module in the order they
+were assigned, and get dotted names (``enc1.conv1.weight``) that key the state
+dict, the optimiser state and the checkpoint.
 """
 
 from __future__ import annotations
