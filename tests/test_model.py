@@ -73,7 +73,10 @@ def test_whole_model_gradient_check(arch):
     # central difference carries rounding noise of a few u |L| / eps ~ 4e-8 per entry,
     # up to ~1e-6 relative, while a larger eps crosses ReLU kinks.  Its tolerance sits
     # above that noise floor.
-    report = check_module(model, [x], max_entries=5, tolerance=1e-6 if arch == "sa_unetv2" else 3e-6)
+    # two random directions per tensor (every entry) besides the sampled ones: the cost is
+    # two forward passes per direction and per entry, for each of the ~100 tensors
+    report = check_module(model, [x], max_entries=5, directions=2,
+                          tolerance=1e-6 if arch == "sa_unetv2" else 3e-6)
     assert report.passed, report
     # every parameter tensor and the input were checked, and none was zero
     assert len(report.errors) == len(model.parameters()) + 1

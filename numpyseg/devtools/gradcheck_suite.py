@@ -200,7 +200,7 @@ def model_case(arch: str, seed: int = 0):
 def _model(arch):
     def check(seed) -> GradcheckReport:
         model, x = model_case(arch, seed)
-        return check_module(model, [x], max_entries=6)
+        return check_module(model, [x], max_entries=6, directions=2)
 
     return check
 

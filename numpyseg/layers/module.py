@@ -7,10 +7,20 @@ Every layer in numpyseg is a `Module` with two methods:
                                   # Parameter.grad, returns dL/dx
 
 There is no autograd: a model's backward calls its children's backward in the
-reverse order of its forward.  Parameters are found by walking the attributes
-of a module in the order they were assigned, and get dotted names
-(``enc1.conv1.weight``) that key the state dict, the optimiser state and the
-checkpoint.
+reverse order of its forward.
+
+The caches form a stack, one per module: each forward pushes its cache, each
+backward pops the newest.  So a module may be called more than once in one
+forward pass (weight sharing, like a recurrent cell): its parent's backward
+calls its backward once per call, in the reverse order, and the contributions
+add up in Parameter.grad (the multivariate chain rule: a parameter used twice
+gets the sum of both paths' gradients).  A forward that no backward follows
+leaves its cache on the stack until a forward under `no_grad()` clears it;
+inference therefore runs under `no_grad()`, which keeps nothing.
+
+Parameters are found by walking the attributes of a module in the order they
+were assigned, and get dotted names (``enc1.conv1.weight``) that key the state
+dict, the optimiser state and the checkpoint.
 """
 
 from __future__ import annotations
@@ -85,8 +95,7 @@ class Module:
 
     def __init__(self):
         self.training = True
-        self._cache = None
-        self._cache_backward = None
+        self._caches = []  # (cache, backward) per forward pass that awaits its backward
 
     # ------------------------------------------------------------------ calls
     def __call__(self, *inputs):
@@ -99,27 +108,36 @@ class Module:
         raise NotImplementedError
 
     def _keep(self, cache, backward=None):
-        """Store the forward cache only when gradients are wanted.
+        """Push the forward cache when gradients are wanted; under no_grad() drop them all.
 
         `backward` is the backward function that matches the forward that made the
         cache (the reference or the fast one, numpyseg.backends); `_take` returns both.
         """
-        self._cache = cache if _GRAD_ENABLED else None
-        self._cache_backward = backward
+        if _GRAD_ENABLED:
+            self._caches.append((cache, backward))
+        else:
+            self._caches.clear()
 
     def _take_cache(self):
-        """Return the cache of the last forward pass, or fail clearly."""
-        if self._cache is None:
+        """Pop the cache of the newest forward pass still awaiting its backward, or fail clearly."""
+        if not self._caches:
             raise RuntimeError(
                 f"{type(self).__name__}.backward() called without a forward pass that kept "
-                "its cache (was it run under no_grad()?)"
+                "its cache (was it run under no_grad(), or is backward called more often than forward?)"
             )
-        return self._cache
+        return self._caches.pop()[0]
+
+    @property
+    def _cache(self):
+        """The newest kept cache (None when none is kept), for inspection."""
+        return self._caches[-1][0] if self._caches else None
 
     def _take(self):
-        """(backward function, cache) of the last forward pass (see `_keep`)."""
-        cache = self._take_cache()
-        return self._cache_backward, cache
+        """(backward function, cache) of the newest forward pass still awaiting its backward."""
+        if not self._caches:
+            self._take_cache()  # raises the clear error
+        cache, backward = self._caches.pop()
+        return backward, cache
 
     # -------------------------------------------------------------- structure
     def named_children(self) -> Iterator[tuple[str, "Module"]]:
