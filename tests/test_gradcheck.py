@@ -1,6 +1,6 @@
 """The gradient check itself: it passes every correct layer and fails a planted one-entry error.
 
-Each layer of numpyseg.gradcheck_suite is checked as the suite builds it; the test swaps the
+Each layer of numpyseg.devtools.gradcheck_suite is checked as the suite builds it; the test swaps the
 suite's check_module / check_function for a version that first wraps the layer's backward so
 that ONE entry of one gradient (an input's dx or a parameter's dw) is wrong.  The directional
 test must catch every such error on its own, whether or not the sampled entries include it.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import numpyseg.gradcheck_suite as suite
+import numpyseg.devtools.gradcheck_suite as suite
 from numpyseg.devtools.gradcheck import (
     DEFAULT_TOLERANCE,
     check_function,
