@@ -10,6 +10,7 @@ from PIL import Image
 
 from numpyseg.cli.evaluate import COLUMNS as TABLE_COLUMNS, REGIONS
 from numpyseg.cli.main import main
+from numpyseg.data.datasets import STARE_TEST
 from numpyseg.inference import SHIPPED_WEIGHTS, load_model
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -55,5 +56,31 @@ def test_shipped_weights_score_on_drive_test_as_the_readme_says(drive_root, tmp_
     assert result["whole"]["mean"]["f1"] >= 0.80
     for region, label in REGIONS:
         row = readme_row(f"numpyseg, {label}")
+        for key in COLUMNS:
+            assert result[region]["mean"][key] == pytest.approx(row[key], abs=2e-4), (region, key)
+
+
+STARE_WEIGHTS = SHIPPED_WEIGHTS.with_name("sa_unetv2_stare.npz")
+
+
+def test_stare_weights_load_with_their_record():
+    model, checkpoint = load_model(STARE_WEIGHTS)
+    training = checkpoint.extra["training"]
+    assert training["dataset"] == "stare" and training["seed"] == 0
+    held_out = set(STARE_TEST)
+    assert not set(training["train_images"] + training["val_images"]) & held_out   # never saw the test images
+    assert not set(training["val_images"]) & set(training["train_images"])
+    record = STARE_WEIGHTS.with_suffix(".md").read_text()
+    assert training["command"] in record and training["command"].startswith("numpyseg train --dataset stare")
+
+
+def test_stare_weights_score_on_the_held_out_stare_images_as_the_readme_says(stare_root, tmp_path):
+    scores = tmp_path / "stare.json"
+    assert main(["evaluate", "--weights", str(STARE_WEIGHTS), "--dataset", "stare", "--data-root", str(stare_root),
+                 "--json", str(scores), "--quiet"]) == 0
+    result = json.loads(scores.read_text())
+    assert result["images"] == len(STARE_TEST) and result["split"] == "test"
+    for region, label in REGIONS:
+        row = readme_row(f"numpyseg on STARE, {label}")
         for key in COLUMNS:
             assert result[region]["mean"][key] == pytest.approx(row[key], abs=2e-4), (region, key)

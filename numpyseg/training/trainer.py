@@ -17,6 +17,13 @@ ReduceLROnPlateau (factor 0.5, patience 10, min 1e-6) and early stopping
 default) picks best.npz.  last.npz is written after every epoch; both through
 the atomic checkpoint writer.
 
+Two options change this: `--schedule cosine` lowers the rate after every step
+along a half cosine, from --lr to --min-lr over the run's --epochs
+(optim.schedulers.CosineAnnealing), and `--ema DECAY` keeps an exponential moving
+average of the weights (optim.averaging.WeightAverage), updated after every step;
+the average is what is validated and what best.npz holds, and the raw weights'
+validation loss, F1 and AUC are logged beside it (raw_val_*).
+
 Read `Trainer.train_step`, `Trainer.validate` and `Trainer.fit` first; the rest
 is bookkeeping, kept in its own modules:
 
