@@ -15,7 +15,7 @@ import numpyseg
 from numpyseg.errors import ConfigError
 from numpyseg.devtools.gradcheck import check_module
 from numpyseg.devtools.gradcheck_suite import OPS, model_case
-from numpyseg.inference import SHIPPED_WEIGHTS, load_model
+from numpyseg.inference import load_model
 from numpyseg.layers.module import no_grad
 from numpyseg.losses import BCEMCCLoss
 from numpyseg.optim import Adam
@@ -212,11 +212,13 @@ def test_a_training_step_in_reference_mode_matches_the_fast_step():
 
 
 # ------------------------------------------------------- the shipped weights
-def test_shipped_weights_give_the_pinned_logits_on_both_backends():
-    """Logits of the shipped SA-UNetv2 for a fixed input, computed before the attention gates
-    kept their weight in a GateWeight instead of a Conv2d: the same names load the same model."""
-    pinned = np.load(Path(__file__).resolve().parent / "data" / "shipped_weights_logits.npz")["logits"]
-    model, _ = load_model(SHIPPED_WEIGHTS)
+def test_version_one_weights_give_the_pinned_logits_on_both_backends():
+    """Logits of the weights numpyseg 1.0 shipped (kept in tests/data) for a fixed input, computed
+    before the attention gates kept their weight in a GateWeight instead of a Conv2d: the same
+    names load the same model, and weights from earlier versions keep loading."""
+    data = Path(__file__).resolve().parent / "data"
+    pinned = np.load(data / "shipped_weights_logits.npz")["logits"]
+    model, _ = load_model(data / "sa_unetv2_drive_v1.npz")
     model.eval()
     x = np.random.default_rng(2024).random((1, 40, 48, 3)).astype(np.float32)
     gates = {"attention.conv.weight", "csa1.conv.weight", "csa2.conv.weight", "csa3.conv.weight"}
