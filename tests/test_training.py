@@ -362,3 +362,5 @@ def test_schedule_options_are_checked():
         tiny(warmup_epochs=1)
     with pytest.raises(T.ConfigError, match="--ema"):
         tiny(ema=1.0)
+    with pytest.raises(T.ConfigError, match="--patience-lr sets the plateau schedule"):
+        tiny(schedule="cosine", patience_lr=3)

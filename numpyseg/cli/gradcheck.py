@@ -28,6 +28,8 @@ def run(args):
     failures = 0
     # per check, over its tensors: the worst directional error (every entry), the worst
     # sampled entry, and the tensor with the larger of the two
+    print("directional: worst relative error of the gradient along random directions (covers every entry);\n"
+          "worst entry: worst relative error of single sampled entries; tensor: where the larger one is")
     print(f"{'check':<34}{'directional':>12}{'worst entry':>13}  {'tensor':<24}result")
     for name, build in checks:
         start = time.perf_counter()

@@ -120,7 +120,8 @@ def add_arguments(parser):
                             "left out)")
     optim.add_argument("--schedule", choices=SCHEDULES, default=_S,
                        help="learning-rate schedule: 'plateau' (ReduceLROnPlateau on the validation loss) or "
-                            "'cosine' (cosine decay from --lr to --min-lr over --epochs) (default plateau)")
+                            "'cosine' (cosine decay from --lr to --min-lr over --epochs; the length is fixed when the run "
+                            "starts, so a resume with more --epochs goes on at --min-lr) (default plateau)")
     optim.add_argument("--warmup-epochs", type=int, default=_S, metavar="EPOCHS",
                        help="--schedule cosine: linear warm-up over this many epochs (default 0)")
     optim.add_argument("--ema", type=float, default=_S, metavar="DECAY",

@@ -110,13 +110,19 @@ class Module:
     def _keep(self, cache, backward=None):
         """Push the forward cache when gradients are wanted; under no_grad() drop them all.
 
-        `backward` is the backward function that matches the forward that made the
-        cache (the reference or the fast one, numpyseg.backends); `_take` returns both.
+        In training mode every forward pushes (a module called twice in one pass has two
+        caches, popped in reverse order by its two backwards).  In eval mode a forward
+        replaces what was kept, so forwards that no backward follows (inference,
+        finite differences) never pile up caches.  `backward` is the backward function
+        that matches the forward that made the cache (the reference or the fast one,
+        numpyseg.backends); `_take` returns both.
         """
-        if _GRAD_ENABLED:
-            self._caches.append((cache, backward))
-        else:
+        if not _GRAD_ENABLED:
             self._caches.clear()
+            return
+        if not self.training:
+            self._caches.clear()
+        self._caches.append((cache, backward))
 
     def _take_cache(self):
         """Pop the cache of the newest forward pass still awaiting its backward, or fail clearly."""

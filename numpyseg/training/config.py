@@ -131,6 +131,11 @@ class TrainConfig:
                               f"the rate, so choose --min-lr at most --lr")
         self.lr_factor = check_number("--lr-factor", self.lr_factor, low=0.0, high=1.0, low_open=True,
                                       high_open=True)
+        if self.schedule == "cosine":
+            for name in ("patience_lr", "lr_factor"):
+                if getattr(self, name) != getattr(TrainConfig, name):
+                    raise ConfigError(f"{_flag(name)} sets the plateau schedule, not --schedule cosine: drop one "
+                                      f"of them")
         if self.warmup_epochs and self.schedule != "cosine":
             raise ConfigError("--warmup-epochs applies to --schedule cosine: add --schedule cosine or drop it")
         if self.warmup_epochs >= self.epochs and self.schedule == "cosine":
