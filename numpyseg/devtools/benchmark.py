@@ -359,14 +359,9 @@ def _import_torch(use_torch: bool, threads: int):
 def _machine(threads: int, torch) -> dict:
     import numba
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return {"cpu": cpu, "llvm_cpu": roofline.cpu_name(), "instruction_set": roofline.instruction_set(),
+    from numpyseg.kernels.tiles import cpu_model
+
+    return {"cpu": cpu_model(), "llvm_cpu": roofline.cpu_name(), "instruction_set": roofline.instruction_set(),
             "tile_variant": roofline.tile_variant(), "cores": os.cpu_count(), "threads": threads,
             "python": platform.python_version(), "numpy": np.__version__,
             "numba": numba.__version__, "torch": torch.__version__ if torch else None,

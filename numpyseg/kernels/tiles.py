@@ -191,6 +191,19 @@ def _variant_from_environment() -> str:
 TILE_VARIANT = _variant_from_environment()
 
 
+def cpu_model() -> str:
+    """The CPU's model name ('AMD EPYC', from /proc/cpuinfo on Linux; else what platform says)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        return names[0] if names else cpu
+    except OSError:  # not Linux
+        return cpu
+
+
 def machine_summary() -> str:
     """One line naming the CPU, its instruction set, the tile variant and numba's threads.
 
@@ -200,15 +213,8 @@ def machine_summary() -> str:
     import os
     import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:  # not Linux
-        pass
     threads = numba.get_num_threads()
-    return (f"{cpu}, {platform.machine()}, {instruction_set()} (tiles {TILE_VARIANT}), {os.cpu_count()} cores, "
+    return (f"{cpu_model()}, {platform.machine()}, {instruction_set()} (tiles {TILE_VARIANT}), {os.cpu_count()} cores, "
             f"{threads} numba thread{'s' if threads != 1 else ''}")
 
 
