@@ -24,28 +24,28 @@ def torch():
     return pytest.importorskip("torch", reason="PyTorch not installed (pip install -e .[parity])")
 
 
+def _dataset_root(name: str, env: str, inside: str | None) -> Path:
+    """The folder named by $env, or skip the test saying why; `inside`: a subfolder it must hold."""
+    value = os.environ.get(env)
+    if not value:
+        pytest.skip(f"{name} not available: set {env} to the {name} folder")
+    path = Path(value)
+    if not (path / inside if inside else path).is_dir():
+        problem = f"has no {inside} folder" if inside else "is not a folder"
+        pytest.skip(f"{name} not available: {env}={value} {problem}")
+    return path
+
+
 @pytest.fixture
 def drive_root() -> Path:
     """The DRIVE folder named by $NUMPYSEG_DRIVE; the test is skipped when it is absent."""
-    value = os.environ.get(DRIVE_ENV)
-    if not value:
-        pytest.skip(f"DRIVE not available: set {DRIVE_ENV} to the DRIVE folder")
-    path = Path(value)
-    if not (path / "training" / "images").is_dir():
-        pytest.skip(f"DRIVE not available: {DRIVE_ENV}={value} has no training/images folder")
-    return path
+    return _dataset_root("DRIVE", DRIVE_ENV, "training/images")
 
 
 @pytest.fixture
 def stare_root() -> Path:
     """The STARE folder named by $NUMPYSEG_STARE; the test is skipped when it is absent."""
-    value = os.environ.get(STARE_ENV)
-    if not value:
-        pytest.skip(f"STARE not available: set {STARE_ENV} to the STARE folder")
-    path = Path(value)
-    if not path.is_dir():
-        pytest.skip(f"STARE not available: {STARE_ENV}={value} is not a folder")
-    return path
+    return _dataset_root("STARE", STARE_ENV, None)
 
 
 def pytest_addoption(parser):
